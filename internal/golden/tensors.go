@@ -1,0 +1,53 @@
+package golden
+
+import (
+	"math"
+	"testing"
+
+	"github.com/controlfn/controlfn/kernels/safetensors"
+)
+
+// Float32s loads a float tensor from a golden safetensors file.
+func Float32s(t testing.TB, file, name string) ([]float32, []int) {
+	t.Helper()
+	f, err := safetensors.Open(Path(t, file))
+	if err != nil {
+		t.Fatalf("golden: %v", err)
+	}
+	defer f.Close()
+	v, shape, err := f.Float32s(name)
+	if err != nil {
+		t.Fatalf("golden: %v", err)
+	}
+	return v, shape
+}
+
+// MaxAbsDiff is max |got - want| and max |want|.
+func MaxAbsDiff(got, want []float32) (diff, scale float64) {
+	for i := range want {
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		if d > diff || math.IsNaN(d) {
+			diff = d
+		}
+		scale = math.Max(scale, math.Abs(float64(want[i])))
+	}
+	return diff, scale
+}
+
+// AssertClose fails unless max |got - want| ≤ rel · max(1, max |want|), the
+// parity tolerance the issues set for float32 tensors. It logs the measured
+// error either way, so test output records how close we are.
+func AssertClose(t testing.TB, name string, got, want []float32, rel float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values, want %d", name, len(got), len(want))
+		return
+	}
+	diff, scale := MaxAbsDiff(got, want)
+	tol := rel * math.Max(1, scale)
+	if !(diff <= tol) {
+		t.Errorf("%s: max |diff| %.3g > tolerance %.3g (max |ref| %.3g)", name, diff, tol, scale)
+		return
+	}
+	t.Logf("%s: max |diff| %.3g (tolerance %.3g)", name, diff, tol)
+}

@@ -1,0 +1,182 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gomlx/compute"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // graph code reads best unqualified
+	gnn "github.com/gomlx/gomlx/ml/nn"
+)
+
+// Linear applies a PyTorch Linear (weight [out, in], optional bias) to the
+// last axis of x.
+func Linear(s Scope, x *Node) *Node {
+	w := s.Weight("weight", InOut)
+	dims := x.Shape().Dimensions
+	in := dims[len(dims)-1]
+	if w.Shape().Dimensions[0] != in {
+		panic(fmt.Errorf("%s: input has %d features, weight expects %d", s.Name("weight"), in, w.Shape().Dimensions[0]))
+	}
+	out := w.Shape().Dimensions[1]
+	y := MatMul(Reshape(x, -1, in), w)
+	outDims := append(append([]int(nil), dims[:len(dims)-1]...), out)
+	y = Reshape(y, outDims...)
+	if s.Has("bias") {
+		y = Add(y, ExpandLeftToRank(s.Weight("bias", AsStored), y.Rank()))
+	}
+	return y
+}
+
+// Padding is [top, bottom, left, right] in pixels.
+type Padding [4]int
+
+// Same is the symmetric padding that keeps size for an odd kernel at stride 1.
+func Same(kernel int) Padding {
+	p := kernel / 2
+	return Padding{p, p, p, p}
+}
+
+// Conv2D applies a PyTorch Conv2d (weight [out, in, kh, kw], bias [out]) to
+// NHWC x. The kernel size comes from the checkpoint; the caller gives stride
+// and padding because they are architecture, not weights.
+func Conv2D(s Scope, x *Node, stride int, pad Padding) *Node {
+	kernel := s.Weight("weight", HWIO) // [kh, kw, in, out]
+	kd := kernel.Shape().Dimensions
+	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
+	xd := x.Shape().Dimensions
+	if len(xd) != 4 || xd[3] != cin {
+		panic(fmt.Errorf("%s: input %v is not NHWC with %d channels", s.Name("weight"), xd, cin))
+	}
+	var y *Node
+	switch {
+	case kh == 1 && kw == 1 && stride == 1 && pad == (Padding{}):
+		y = Reshape(MatMul(Reshape(x, -1, cin), Reshape(kernel, cin, cout)), xd[0], xd[1], xd[2], cout)
+	case s.Lowering() == LowerGo:
+		y = im2colConv(x, kernel, stride, pad)
+	default:
+		y = ConvGeneral(x, kernel, compute.ConvolveAxesConfig{
+			InputBatch: 0, InputChannels: 3, InputSpatial: []int{1, 2},
+			KernelInputChannels: 2, KernelOutputChannels: 3, KernelSpatial: []int{0, 1},
+			OutputBatch: 0, OutputChannels: 3, OutputSpatial: []int{1, 2},
+		}, []int{stride, stride}, [][2]int{{pad[0], pad[1]}, {pad[2], pad[3]}}, nil, nil, 1, 1)
+	}
+	if s.Has("bias") {
+		y = Add(y, ExpandLeftToRank(s.Weight("bias", AsStored), y.Rank()))
+	}
+	return y
+}
+
+// im2colConv gathers every kernel tap as a shifted (strided) view of the
+// padded input, concatenates them along channels and does one matmul: the Go
+// backend's direct convolution is two orders of magnitude slower.
+func im2colConv(x, kernel *Node, stride int, pad Padding) *Node {
+	kd := kernel.Shape().Dimensions
+	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
+	if pad != (Padding{}) {
+		x = Pad(x, ScalarZero(x.Graph(), x.DType()),
+			compute.PadAxis{}, compute.PadAxis{Start: pad[0], End: pad[1]},
+			compute.PadAxis{Start: pad[2], End: pad[3]}, compute.PadAxis{})
+	}
+	xd := x.Shape().Dimensions
+	n, h, w := xd[0], xd[1], xd[2]
+	ho := (h-kh)/stride + 1
+	wo := (w-kw)/stride + 1
+	cols := make([]*Node, 0, kh*kw)
+	for dy := 0; dy < kh; dy++ {
+		for dx := 0; dx < kw; dx++ {
+			cols = append(cols, Slice(x, AxisRange(),
+				AxisRange(dy, dy+(ho-1)*stride+1).Stride(stride),
+				AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
+				AxisRange()))
+		}
+	}
+	patches := cols[0]
+	if len(cols) > 1 {
+		patches = Concatenate(cols, -1)
+	}
+	y := MatMul(Reshape(patches, n*ho*wo, kh*kw*cin), Reshape(kernel, kh*kw*cin, cout))
+	return Reshape(y, n, ho, wo, cout)
+}
+
+// GroupNorm is PyTorch's GroupNorm over NHWC x with affine weight and bias.
+func GroupNorm(s Scope, x *Node, groups int, eps float64) *Node {
+	d := x.Shape().Dimensions
+	n, h, w, c := d[0], d[1], d[2], d[3]
+	if c%groups != 0 {
+		panic(fmt.Errorf("%s: %d channels do not split into %d groups", s.Name("weight"), c, groups))
+	}
+	g := Reshape(x, n, h*w, groups, c/groups)
+	g = gnn.LayerNorm(g, []int{1, 3}, eps, nil, nil, nil)
+	y := Reshape(g, n, h, w, c)
+	gamma := ExpandLeftToRank(s.Weight("weight", AsStored), 4)
+	beta := ExpandLeftToRank(s.Weight("bias", AsStored), 4)
+	return Add(Mul(y, gamma), beta)
+}
+
+// LayerNorm normalizes the last axis with affine weight and bias.
+func LayerNorm(s Scope, x *Node, eps float64) *Node {
+	return gnn.LayerNorm(x, []int{-1}, eps, s.Weight("weight", AsStored), s.Weight("bias", AsStored), nil)
+}
+
+// SiLU is x·sigmoid(x).
+func SiLU(x *Node) *Node { return Mul(x, Sigmoid(x)) }
+
+// GELU is the exact (erf) GELU, as torch's default.
+func GELU(x *Node) *Node {
+	return Mul(MulScalar(x, 0.5), OnePlus(Erf(MulScalar(x, 1/math.Sqrt2))))
+}
+
+// QuickGELU is CLIP's x·sigmoid(1.702·x).
+func QuickGELU(x *Node) *Node { return Mul(x, Sigmoid(MulScalar(x, 1.702))) }
+
+// Activation applies a named activation ("silu", "gelu", "quick_gelu").
+func Activation(name string, x *Node) *Node {
+	switch name {
+	case "silu", "swish":
+		return SiLU(x)
+	case "gelu":
+		return GELU(x)
+	case "quick_gelu":
+		return QuickGELU(x)
+	}
+	panic(fmt.Errorf("unsupported activation %q", name))
+}
+
+// Attention is multi-head scaled dot-product attention with no mask (or
+// with an additive mask broadcastable to [B, heads, Tq, Tk]): q [B, Tq, C],
+// k and v [B, Tk, C] already projected; returns [B, Tq, C].
+func Attention(q, k, v *Node, heads int, mask *Node) *Node {
+	qd, kd := q.Shape().Dimensions, k.Shape().Dimensions
+	b, tq, c := qd[0], qd[1], qd[2]
+	tk := kd[1]
+	if c%heads != 0 {
+		panic(fmt.Errorf("attention: %d channels do not split into %d heads", c, heads))
+	}
+	dh := c / heads
+	qh := Reshape(q, b, tq, heads, dh)
+	kh := Reshape(k, b, tk, heads, dh)
+	vh := Reshape(v, b, tk, heads, dh)
+	scores := MulScalar(Einsum("bqhd,bkhd->bhqk", qh, kh), 1/math.Sqrt(float64(dh)))
+	if mask != nil {
+		scores = Add(scores, mask)
+	}
+	probs := Softmax(scores, -1)
+	out := Einsum("bhqk,bkhd->bqhd", probs, vh)
+	return Reshape(out, b, tq, c)
+}
+
+// UpsampleNearest2x doubles H and W of NHWC x by repetition, as
+// F.interpolate(scale_factor=2, mode="nearest").
+func UpsampleNearest2x(x *Node) *Node {
+	d := x.Shape().Dimensions
+	n, h, w, c := d[0], d[1], d[2], d[3]
+	y := BroadcastToDims(Reshape(x, n, h, 1, w, 1, c), n, h, 2, w, 2, c)
+	return Reshape(y, n, 2*h, 2*w, c)
+}
+
+// NCHWToNHWC and NHWCToNCHW convert at model boundaries.
+func NCHWToNHWC(x *Node) *Node { return TransposeAllAxes(x, 0, 2, 3, 1) }
+
+// NHWCToNCHW is the inverse of NCHWToNHWC.
+func NHWCToNCHW(x *Node) *Node { return TransposeAllAxes(x, 0, 3, 1, 2) }

@@ -1,0 +1,342 @@
+package nn
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/controlfn/controlfn/kernels/safetensors"
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/gobackend"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// GoBackendConfig is the Go backend configuration we ship. The default
+// executor runs independent ops in parallel and was seen to hang forever with
+// four or more large matmuls ready at once (and a panic in it kills the
+// process); sequential op scheduling avoids both, and matmul and convolution
+// are still parallel inside each op. TestUNetShippedBackend runs the full
+// tiny UNet under this configuration.
+const GoBackendConfig = "ops_sequential"
+
+// NewBackend creates a backend from a spec: "go" (or "") for the pure-Go
+// backend in the shipped configuration, or any spec GoMLX's registry knows
+// (e.g. "xla:cuda") when that backend is linked in.
+func NewBackend(spec string) (compute.Backend, error) {
+	if spec == "" || spec == "go" {
+		b, err := gobackend.New(GoBackendConfig)
+		if err != nil {
+			return nil, fmt.Errorf("go backend: %w", err)
+		}
+		return b, nil
+	}
+	if strings.HasPrefix(spec, "go:") {
+		b, err := gobackend.New(strings.TrimPrefix(spec, "go:"))
+		if err != nil {
+			return nil, fmt.Errorf("go backend %q: %w", spec, err)
+		}
+		return b, nil
+	}
+	b, err := compute.NewWithConfig(spec)
+	if err != nil {
+		return nil, fmt.Errorf("backend %q: %w", spec, err)
+	}
+	return b, nil
+}
+
+// Lowering picks how ops with several equivalent formulations are built.
+type Lowering int
+
+const (
+	// LowerGo is for the pure-Go backend: 3×3 convolutions as im2col + matmul.
+	LowerGo Lowering = iota
+	// LowerXLA is for XLA: plain convolution ops, which XLA fuses itself.
+	LowerXLA
+)
+
+// LoweringFor chooses the lowering for a backend.
+func LoweringFor(b compute.Backend) Lowering {
+	if b.Name() == gobackend.BackendName {
+		return LowerGo
+	}
+	return LowerXLA
+}
+
+// Precision says in which dtype stored weights reach the device.
+type Precision int
+
+const (
+	// Widen converts weights to float32 on the host at load: twice the
+	// memory of fp16, but the Go backend's f32 matmul is ~40× faster than
+	// its f16 one.
+	Widen Precision = iota
+	// KeepStored uploads weights as stored (fp16 in a bundle) and converts
+	// them to float32 inside the graph: half the memory.
+	KeepStored
+)
+
+// Weights are a model's weights on one backend. Each (name, layout) is
+// arranged and uploaded once and shared by every program compiled from it, so
+// several shape buckets do not multiply weight memory.
+type Weights struct {
+	backend   compute.Backend
+	src       Source
+	precision Precision
+	lowering  Lowering
+
+	mu     sync.Mutex
+	loaded map[weightKey]*tensors.Tensor
+	used   map[string]bool
+}
+
+type weightKey struct {
+	name   string
+	layout Layout
+}
+
+// NewWeights binds a source to a backend.
+func NewWeights(backend compute.Backend, src Source, precision Precision) *Weights {
+	return &Weights{
+		backend:   backend,
+		src:       src,
+		precision: precision,
+		lowering:  LoweringFor(backend),
+		loaded:    map[weightKey]*tensors.Tensor{},
+		used:      map[string]bool{},
+	}
+}
+
+// Backend is the backend the weights live on.
+func (w *Weights) Backend() compute.Backend { return w.backend }
+
+// Used lists the stored names that some compiled program consumed; a
+// checkpoint tensor outside it was ignored by the model.
+func (w *Weights) Used() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]bool, len(w.used))
+	for k := range w.used {
+		out[k] = true
+	}
+	return out
+}
+
+// Bytes is the host memory held by loaded weights.
+func (w *Weights) Bytes() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var n int64
+	for _, t := range w.loaded {
+		n += int64(t.Shape().Memory())
+	}
+	return n
+}
+
+func goDType(d safetensors.DType) (dtypes.DType, error) {
+	switch d {
+	case safetensors.F32:
+		return dtypes.Float32, nil
+	case safetensors.F16:
+		return dtypes.Float16, nil
+	case safetensors.BF16:
+		return dtypes.BFloat16, nil
+	case safetensors.F64:
+		return dtypes.Float64, nil
+	}
+	return dtypes.InvalidDType, fmt.Errorf("dtype %s is not a weight dtype", d)
+}
+
+// tensor returns the arranged host tensor for a weight, loading it once.
+func (w *Weights) tensor(name string, layout Layout) (*tensors.Tensor, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	key := weightKey{name, layout}
+	if t, ok := w.loaded[key]; ok {
+		return t, nil
+	}
+	dt, shape, data, err := w.src.Tensor(name)
+	if err != nil {
+		return nil, err
+	}
+	gdt, err := goDType(dt)
+	if err != nil {
+		return nil, err
+	}
+	shape, data, err = arrange(layout, dt.Size(), shape, data)
+	if err != nil {
+		return nil, err
+	}
+	var t *tensors.Tensor
+	if w.precision == Widen && gdt != dtypes.Float32 {
+		f32, err := safetensors.DecodeFloat32(data, dt)
+		if err != nil {
+			return nil, err
+		}
+		t = tensors.FromFlatDataAndDimensions(f32, shape...)
+	} else {
+		t = tensors.FromShape(shapes.Make(gdt, shape...))
+		if layout == AsStored {
+			// arrange returned the mapped bytes themselves: copy, since the
+			// tensor must outlive the checkpoint mapping.
+			data = append([]byte(nil), data...)
+		}
+		if err := t.MutableBytes(func(b []byte) { copy(b, data) }); err != nil {
+			return nil, err
+		}
+	}
+	w.loaded[key] = t
+	w.used[name] = true
+	return t, nil
+}
+
+// Scope names weights the way diffusers does ("down_blocks.0.resnets.1"),
+// so model code reads its checkpoint keys directly.
+type Scope struct {
+	b      *binder
+	prefix string
+}
+
+// In returns a sub-scope: s.In("resnets", 1) names "…resnets.1.".
+func (s Scope) In(parts ...any) Scope {
+	p := s.prefix
+	for _, part := range parts {
+		p += fmt.Sprint(part) + "."
+	}
+	return Scope{b: s.b, prefix: p}
+}
+
+// Name is the full name of a weight in this scope.
+func (s Scope) Name(name string) string { return s.prefix + name }
+
+// Has reports whether the checkpoint holds a weight in this scope.
+func (s Scope) Has(name string) bool { return s.b.w.src.Has(s.prefix + name) }
+
+// StoredShape is a weight's shape as the checkpoint stores it. A missing
+// weight aborts the trace with an error naming it.
+func (s Scope) StoredShape(name string) []int {
+	_, shape, _, err := s.b.w.src.Tensor(s.prefix + name)
+	if err != nil {
+		panic(fmt.Errorf("weight %q: %w", s.prefix+name, err))
+	}
+	return shape
+}
+
+// Lowering is the lowering of the backend being traced for.
+func (s Scope) Lowering() Lowering { return s.b.w.lowering }
+
+// Graph is the graph being built.
+func (s Scope) Graph() *graph.Graph { return s.b.g }
+
+// Weight binds a stored weight as a float32 graph node. A missing weight
+// aborts the trace with an error naming it.
+func (s Scope) Weight(name string, layout Layout) *graph.Node {
+	full := s.prefix + name
+	key := weightKey{full, layout}
+	if n, ok := s.b.nodes[key]; ok {
+		return n
+	}
+	t, err := s.b.w.tensor(full, layout)
+	if err != nil {
+		panic(fmt.Errorf("weight %q: %w", full, err))
+	}
+	p := graph.Parameter(s.b.g, full+"@"+layout.String(), t.Shape())
+	n := p
+	if t.DType() != dtypes.Float32 {
+		n = graph.ConvertDType(p, dtypes.Float32)
+	}
+	s.b.nodes[key] = n
+	s.b.params = append(s.b.params, t)
+	return n
+}
+
+type binder struct {
+	g      *graph.Graph
+	w      *Weights
+	nodes  map[weightKey]*graph.Node
+	params []*tensors.Tensor
+}
+
+// Program is one compiled graph (a model at one shape bucket) with its
+// weights bound. Run it as often as needed; it is safe for one caller at a
+// time.
+type Program struct {
+	name    string
+	g       *graph.Graph
+	inputs  []shapes.Shape
+	weights []*tensors.Tensor
+	backend compute.Backend
+}
+
+// BuildFunc traces a model: inputs are the program's parameters in order.
+type BuildFunc func(s Scope, inputs []*graph.Node) []*graph.Node
+
+// Compile traces build for the given input shapes and compiles it.
+// Weights are taken from w by name; errors in tracing (a missing weight, a
+// shape that does not fit) come back as errors, not panics.
+func Compile(name string, w *Weights, inputs []shapes.Shape, build BuildFunc) (p *Program, err error) {
+	g := graph.NewGraph(w.backend, name)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("trace %s: %w", name, panicError(r))
+			g.Finalize()
+			p = nil
+		}
+	}()
+	b := &binder{g: g, w: w, nodes: map[weightKey]*graph.Node{}}
+	nodes := make([]*graph.Node, len(inputs))
+	for i, sh := range inputs {
+		nodes[i] = graph.Parameter(g, fmt.Sprintf("input%d", i), sh)
+	}
+	outs := build(Scope{b: b}, nodes)
+	if err := g.Compile(outs...); err != nil {
+		panic(err)
+	}
+	return &Program{name: name, g: g, inputs: inputs, weights: b.params, backend: w.backend}, nil
+}
+
+// Name is the program's name.
+func (p *Program) Name() string { return p.name }
+
+// NumWeights is the count of weight tensors bound as parameters.
+func (p *Program) NumWeights() int { return len(p.weights) }
+
+// Run executes the program. Inputs must have the shapes it was compiled for.
+func (p *Program) Run(inputs ...*tensors.Tensor) (out []*tensors.Tensor, err error) {
+	if len(inputs) != len(p.inputs) {
+		return nil, fmt.Errorf("%s: %d inputs given, want %d", p.name, len(inputs), len(p.inputs))
+	}
+	for i, t := range inputs {
+		if !t.Shape().Equal(p.inputs[i]) {
+			return nil, fmt.Errorf("%s: input %d has shape %s, compiled for %s", p.name, i, t.Shape(), p.inputs[i])
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("run %s: %w", p.name, panicError(r))
+			out = nil
+		}
+	}()
+	all := make([]compute.Buffer, 0, len(inputs)+len(p.weights))
+	for _, t := range append(append([]*tensors.Tensor(nil), inputs...), p.weights...) {
+		buf, err := t.Buffer(p.backend, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%s: upload: %w", p.name, err)
+		}
+		all = append(all, buf)
+	}
+	return p.g.RunWithBuffers(all, make([]bool, len(all)), 0), nil
+}
+
+// Close releases the compiled graph.
+func (p *Program) Close() { p.g.Finalize() }
+
+func panicError(r any) error {
+	if e, ok := r.(error); ok {
+		return e
+	}
+	return errors.New(fmt.Sprint(r))
+}
