@@ -60,7 +60,8 @@ const (
 
 // LoweringFor chooses the lowering for a backend.
 func LoweringFor(b compute.Backend) Lowering {
-	if b.Name() == gobackend.BackendName {
+	// Name() is a display name ("Go Backend"); String() is the registry name.
+	if b.String() == gobackend.BackendName {
 		return LowerGo
 	}
 	return LowerXLA
@@ -108,6 +109,13 @@ func NewWeights(backend compute.Backend, src Source, precision Precision) *Weigh
 		loaded:    map[weightKey]*tensors.Tensor{},
 		used:      map[string]bool{},
 	}
+}
+
+// WithLowering overrides the lowering chosen for the backend; tests use it
+// to check every lowering computes the same function on one backend.
+func (w *Weights) WithLowering(l Lowering) *Weights {
+	w.lowering = l
+	return w
 }
 
 // Backend is the backend the weights live on.
@@ -197,6 +205,7 @@ func (w *Weights) tensor(name string, layout Layout) (*tensors.Tensor, error) {
 // so model code reads its checkpoint keys directly.
 type Scope struct {
 	b      *binder
+	w      *Weights
 	prefix string
 }
 
@@ -206,19 +215,19 @@ func (s Scope) In(parts ...any) Scope {
 	for _, part := range parts {
 		p += fmt.Sprint(part) + "."
 	}
-	return Scope{b: s.b, prefix: p}
+	return Scope{b: s.b, w: s.w, prefix: p}
 }
 
 // Name is the full name of a weight in this scope.
 func (s Scope) Name(name string) string { return s.prefix + name }
 
 // Has reports whether the checkpoint holds a weight in this scope.
-func (s Scope) Has(name string) bool { return s.b.w.src.Has(s.prefix + name) }
+func (s Scope) Has(name string) bool { return s.w.src.Has(s.prefix + name) }
 
 // StoredShape is a weight's shape as the checkpoint stores it. A missing
 // weight aborts the trace with an error naming it.
 func (s Scope) StoredShape(name string) []int {
-	_, shape, _, err := s.b.w.src.Tensor(s.prefix + name)
+	_, shape, _, err := s.w.src.Tensor(s.prefix + name)
 	if err != nil {
 		panic(fmt.Errorf("weight %q: %w", s.prefix+name, err))
 	}
@@ -226,7 +235,7 @@ func (s Scope) StoredShape(name string) []int {
 }
 
 // Lowering is the lowering of the backend being traced for.
-func (s Scope) Lowering() Lowering { return s.b.w.lowering }
+func (s Scope) Lowering() Lowering { return s.w.lowering }
 
 // Graph is the graph being built.
 func (s Scope) Graph() *graph.Graph { return s.b.g }
@@ -235,15 +244,15 @@ func (s Scope) Graph() *graph.Graph { return s.b.g }
 // aborts the trace with an error naming it.
 func (s Scope) Weight(name string, layout Layout) *graph.Node {
 	full := s.prefix + name
-	key := weightKey{full, layout}
+	key := boundKey{s.w, weightKey{full, layout}}
 	if n, ok := s.b.nodes[key]; ok {
 		return n
 	}
-	t, err := s.b.w.tensor(full, layout)
+	t, err := s.w.tensor(full, layout)
 	if err != nil {
 		panic(fmt.Errorf("weight %q: %w", full, err))
 	}
-	p := graph.Parameter(s.b.g, full+"@"+layout.String(), t.Shape())
+	p := graph.Parameter(s.b.g, fmt.Sprintf("w%d:%s@%s", len(s.b.params), full, layout), t.Shape())
 	n := p
 	if t.DType() != dtypes.Float32 {
 		n = graph.ConvertDType(p, dtypes.Float32)
@@ -255,9 +264,13 @@ func (s Scope) Weight(name string, layout Layout) *graph.Node {
 
 type binder struct {
 	g      *graph.Graph
-	w      *Weights
-	nodes  map[weightKey]*graph.Node
+	nodes  map[boundKey]*graph.Node
 	params []*tensors.Tensor
+}
+
+type boundKey struct {
+	w *Weights
+	weightKey
 }
 
 // Program is one compiled graph (a model at one shape bucket) with its
@@ -277,8 +290,26 @@ type BuildFunc func(s Scope, inputs []*graph.Node) []*graph.Node
 // Compile traces build for the given input shapes and compiles it.
 // Weights are taken from w by name; errors in tracing (a missing weight, a
 // shape that does not fit) come back as errors, not panics.
-func Compile(name string, w *Weights, inputs []shapes.Shape, build BuildFunc) (p *Program, err error) {
-	g := graph.NewGraph(w.backend, name)
+func Compile(name string, w *Weights, inputs []shapes.Shape, build BuildFunc) (*Program, error) {
+	return CompileMulti(name, []*Weights{w}, inputs, func(s []Scope, in []*graph.Node) []*graph.Node {
+		return build(s[0], in)
+	})
+}
+
+// CompileMulti is Compile for a graph that spans several models (the
+// ControlNet and the UNet of one denoising step): build gets one root scope
+// per Weights. All must live on the same backend.
+func CompileMulti(name string, ws []*Weights, inputs []shapes.Shape, build func(s []Scope, inputs []*graph.Node) []*graph.Node) (p *Program, err error) {
+	if len(ws) == 0 {
+		return nil, fmt.Errorf("compile %s: no weights", name)
+	}
+	backend := ws[0].backend
+	for _, w := range ws[1:] {
+		if w.backend != backend {
+			return nil, fmt.Errorf("compile %s: weights on different backends", name)
+		}
+	}
+	g := graph.NewGraph(backend, name)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("trace %s: %w", name, panicError(r))
@@ -286,16 +317,20 @@ func Compile(name string, w *Weights, inputs []shapes.Shape, build BuildFunc) (p
 			p = nil
 		}
 	}()
-	b := &binder{g: g, w: w, nodes: map[weightKey]*graph.Node{}}
+	b := &binder{g: g, nodes: map[boundKey]*graph.Node{}}
 	nodes := make([]*graph.Node, len(inputs))
 	for i, sh := range inputs {
 		nodes[i] = graph.Parameter(g, fmt.Sprintf("input%d", i), sh)
 	}
-	outs := build(Scope{b: b}, nodes)
+	scopes := make([]Scope, len(ws))
+	for i, w := range ws {
+		scopes[i] = Scope{b: b, w: w}
+	}
+	outs := build(scopes, nodes)
 	if err := g.Compile(outs...); err != nil {
 		panic(err)
 	}
-	return &Program{name: name, g: g, inputs: inputs, weights: b.params, backend: w.backend}, nil
+	return &Program{name: name, g: g, inputs: inputs, weights: b.params, backend: backend}, nil
 }
 
 // Name is the program's name.

@@ -103,9 +103,11 @@ func NewControlNet(cfg Config) (*ControlNet, error) {
 
 // Forward computes the residuals. sample NHWC latents, t timestep, ctx the
 // prompt embeddings, cond the NHWC control image [B, 8h, 8w, 3] in [0, 1].
-// scales holds one multiplier per down residual plus one for the mid
-// residual (len NumSkips()+1): conditioning_scale everywhere, or guess
-// mode's logspace ramp; a graph input, so changing it needs no recompile.
+// scales [B, NumSkips()+1] holds, per batch row, one multiplier per down
+// residual plus one for the mid residual: conditioning_scale everywhere,
+// guess mode's logspace ramp, or zeros (outside the control guidance window,
+// or the unconditional row in guess mode). It is a graph input, so none of
+// these needs a recompile.
 func (m *ControlNet) Forward(s nn.Scope, sample, t, ctx, cond, scales *Node) Residuals {
 	c := &m.Config
 	batch := sample.Shape().Dimensions[0]
@@ -113,8 +115,8 @@ func (m *ControlNet) Forward(s nn.Scope, sample, t, ctx, cond, scales *Node) Res
 		panic(err)
 	}
 	n := c.NumSkips()
-	if scales.Rank() != 1 || scales.Shape().Dimensions[0] != n+1 {
-		panic(fmt.Errorf("controlnet: scales shape %s, want [%d]", scales.Shape(), n+1))
+	if scales.Rank() != 2 || scales.Shape().Dimensions[0] != batch || scales.Shape().Dimensions[1] != n+1 {
+		panic(fmt.Errorf("controlnet: scales shape %s, want [%d, %d]", scales.Shape(), batch, n+1))
 	}
 	if c.ChannelOrderBGR {
 		cond = Reverse(cond, 3)
@@ -136,7 +138,7 @@ func (m *ControlNet) Forward(s nn.Scope, sample, t, ctx, cond, scales *Node) Res
 }
 
 func (c *Config) scaleResidual(r, scales *Node, i int) *Node {
-	r = Mul(r, Reshape(Slice(scales, AxisRange(i, i+1)), 1, 1, 1, 1))
+	r = Mul(r, Reshape(Slice(scales, AxisRange(), AxisRange(i, i+1)), -1, 1, 1, 1))
 	if c.GlobalPoolConditions {
 		r = ReduceAndKeep(r, ReduceMean, 1, 2)
 	}

@@ -30,7 +30,7 @@ type fixture struct {
 	timestep map[string]*tensors.Tensor
 }
 
-func loadModel(t *testing.T, backend compute.Backend, folder string) (Config, nn.FileSource) {
+func loadModel(t testing.TB, folder string) (Config, nn.FileSource) {
 	t.Helper()
 	cfg, err := LoadConfig(golden.Path(t, "tiny-sd15", folder, "config.json"))
 	if err != nil {
@@ -51,8 +51,8 @@ func newFixture(t *testing.T, backendSpec string) *fixture {
 		t.Fatal(err)
 	}
 	fx := &fixture{backend: b, timestep: map[string]*tensors.Tensor{}}
-	ucfg, usrc := loadModel(t, b, "unet")
-	ccfg, csrc := loadModel(t, b, "controlnet")
+	ucfg, usrc := loadModel(t, "unet")
+	ccfg, csrc := loadModel(t, "controlnet")
 	if fx.unet, err = NewUNet(ucfg); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func goldenTensor(t *testing.T, name string) *tensors.Tensor {
 func controlNetProgram(t *testing.T, fx *fixture) *nn.Program {
 	t.Helper()
 	n := fx.cnet.Config.NumSkips()
-	in := []shapes.Shape{fx.sample.Shape(), shapes.Make(dtypes.Float32), fx.ctx.Shape(), fx.cond.Shape(), shapes.Make(dtypes.Float32, n+1)}
+	in := []shapes.Shape{fx.sample.Shape(), shapes.Make(dtypes.Float32), fx.ctx.Shape(), fx.cond.Shape(), shapes.Make(dtypes.Float32, fx.sample.Shape().Dimensions[0], n+1)}
 	p, err := nn.Compile("controlnet", fx.cnetW, in, func(s nn.Scope, x []*Node) []*Node {
 		r := fx.cnet.Forward(s, nn.NCHWToNHWC(x[0]), x[1], x[2], nn.NCHWToNHWC(x[3]), x[4])
 		out := make([]*Node, 0, n+1)
@@ -145,7 +145,7 @@ func TestControlNetAndUNetParity(t *testing.T) {
 
 		for _, scale := range []float32{1.0, 0.5} {
 			tag := fmt.Sprintf("%s_scale%s", ts, map[float32]string{1: "1p0", 0.5: "0p5"}[scale])
-			scales := tensors.FromValue(UniformScales(n, scale))
+			scales := tensors.FromValue([][]float32{UniformScales(n, scale), UniformScales(n, scale)})
 			res, err := cnet.Run(fx.sample, fx.timestep[ts], fx.ctx, fx.cond, scales)
 			if err != nil {
 				t.Fatal(err)

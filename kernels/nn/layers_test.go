@@ -1,0 +1,112 @@
+package nn
+
+import (
+	"math"
+	"testing"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// naiveConv is a direct NCHW/OIHW convolution written from the definition.
+func naiveConv(x []float32, n, c, h, w int, k []float32, o, kh, kw, stride int, pad Padding, bias []float32) ([]float32, int, int) {
+	ho := (h+pad[0]+pad[1]-kh)/stride + 1
+	wo := (w+pad[2]+pad[3]-kw)/stride + 1
+	out := make([]float32, n*o*ho*wo)
+	for b := 0; b < n; b++ {
+		for oc := 0; oc < o; oc++ {
+			for y := 0; y < ho; y++ {
+				for xx := 0; xx < wo; xx++ {
+					sum := float64(bias[oc])
+					for ic := 0; ic < c; ic++ {
+						for dy := 0; dy < kh; dy++ {
+							for dx := 0; dx < kw; dx++ {
+								iy, ix := y*stride+dy-pad[0], xx*stride+dx-pad[2]
+								if iy < 0 || iy >= h || ix < 0 || ix >= w {
+									continue
+								}
+								sum += float64(x[((b*c+ic)*h+iy)*w+ix]) * float64(k[((oc*c+ic)*kh+dy)*kw+dx])
+							}
+						}
+					}
+					out[((b*o+oc)*ho+y)*wo+xx] = float32(sum)
+				}
+			}
+		}
+	}
+	return out, ho, wo
+}
+
+func TestConv2DLoweringsMatchDefinition(t *testing.T) {
+	backend, err := NewBackend("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, c, h, w, o = 2, 3, 7, 6, 5
+	cases := []struct {
+		name   string
+		k      int
+		stride int
+		pad    Padding
+	}{
+		{"3x3 same", 3, 1, Same(3)},
+		{"3x3 stride2", 3, 2, Padding{1, 1, 1, 1}},
+		{"3x3 stride2 right-bottom", 3, 2, Padding{0, 1, 0, 1}},
+		{"1x1", 1, 1, Padding{}},
+	}
+	for _, tc := range cases {
+		src := RandomSource{Shapes: map[string][]int{"weight": {o, c, tc.k, tc.k}, "bias": {o}}, Seed: 3}
+		x := make([]float32, n*c*h*w)
+		for i := range x {
+			x[i] = float32(math.Sin(float64(i) * 0.7))
+		}
+		_, _, kb, _ := src.Tensor("weight")
+		_, _, bb, _ := src.Tensor("bias")
+		kf := bytesToF32(kb)
+		bf := bytesToF32(bb)
+		want, _, _ := naiveConv(x, n, c, h, w, kf, o, tc.k, tc.k, tc.stride, tc.pad, bf)
+		for _, low := range []Lowering{LowerGo, LowerXLA} {
+			wts := NewWeights(backend, src, Widen).WithLowering(low)
+			p, err := Compile("conv", wts, []shapes.Shape{shapes.Make(dtypes.Float32, n, c, h, w)}, func(s Scope, in []*Node) []*Node {
+				return []*Node{NHWCToNCHW(Conv2D(s, NCHWToNHWC(in[0]), tc.stride, tc.pad))}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, c, h, w))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := tensors.MustCopyFlatData[float32](out[0])
+			if len(got) != len(want) {
+				t.Fatalf("%s lowering %d: %d values, want %d", tc.name, low, len(got), len(want))
+			}
+			for i := range want {
+				if math.Abs(float64(got[i]-want[i])) > 1e-5 {
+					t.Fatalf("%s lowering %d: value %d = %g, want %g", tc.name, low, i, got[i], want[i])
+				}
+			}
+			p.Close()
+		}
+	}
+}
+
+func bytesToF32(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24)
+	}
+	return out
+}
+
+func TestLoweringForGoBackend(t *testing.T) {
+	b, err := NewBackend("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := LoweringFor(b); got != LowerGo {
+		t.Errorf("LoweringFor(go backend) = %d, want LowerGo", got)
+	}
+}
