@@ -3,9 +3,13 @@
 //
 // Reading is memory-mapped: tensor bytes stay in the page cache until a
 // caller asks for them, so opening a multi-gigabyte checkpoint costs only the
-// header parse. The header is validated strictly (offsets in bounds, no
-// overlap, sizes that match shape × dtype, no duplicate names) because a
-// checkpoint is untrusted input.
+// header parse. The header is validated strictly, because a checkpoint is
+// untrusted input: a size limit, UTF-8 JSON with nothing after the object, no
+// duplicate names or fields, known dtypes, non-negative dimensions whose
+// product cannot overflow, sizes that match shape × dtype, and offsets that tile
+// the data section exactly (in bounds, no overlap, no gap, nothing after the
+// last tensor), the rules of the reference implementation. Every error names
+// the file and, where one is at fault, the tensor.
 package safetensors
 
 import (
@@ -195,6 +199,9 @@ func (f *File) parseHeader(header []byte) error {
 			return errors.New("header is not valid JSON: object key is not a string")
 		}
 		if seen[key] {
+			if key == metadataKey {
+				return fmt.Errorf("duplicate %s in header", metadataKey)
+			}
 			return fmt.Errorf("tensor %q: duplicate entry in header", key)
 		}
 		seen[key] = true

@@ -61,7 +61,7 @@ var rejections = []struct {
 	{"trailing non-JSON space", image("{}\v\f", nil), "", "trailing data"},
 	{"duplicate names", image(`{"w":`+entry("F32", "[1]", "[0,4]")+`,"w":`+entry("F32", "[1]", "[4,8]")+`}`, make([]byte, 8)), "w", "duplicate entry"},
 	{"duplicate names via escape", image(`{"w":`+entry("F32", "[1]", "[0,4]")+`,"\u0077":`+entry("F32", "[1]", "[4,8]")+`}`, make([]byte, 8)), "w", "duplicate entry"},
-	{"duplicate metadata", image(`{"__metadata__":{},"__metadata__":{}}`, nil), "__metadata__", "duplicate"},
+	{"duplicate metadata", image(`{"__metadata__":{},"__metadata__":{}}`, nil), "", "duplicate __metadata__"},
 	{"duplicate field", image(`{"w":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), "w", `duplicate field "dtype"`},
 	{"overlapping tensors", image(`{"a":`+entry("F32", "[2]", "[0,8]")+`,"b":`+entry("F32", "[2]", "[4,12]")+`}`, make([]byte, 12)), "b", "overlap"},
 	{"same offsets", image(`{"a":`+entry("F32", "[1]", "[0,4]")+`,"b":`+entry("I32", "[1]", "[0,4]")+`}`, make([]byte, 4)), "b", "overlap"},
