@@ -1,23 +1,53 @@
 # GOEXPERIMENT=simd turns on the Go backend's AVX-512/AVX2 matmul kernels;
 # asyncpreemptoff=1 works around math.Exp crawling under that experiment
-# (see docs/ARCHITECTURE.md, "Lowering choices").
+# (docs/ARCHITECTURE.md, "Lowerings"). Both builds work; this one is fast.
 export GOEXPERIMENT := simd
 export GODEBUG := asyncpreemptoff=1
 
 GO ?= go
+# Debian's torch, for the block comparison in bench-kernels.
+TORCH_PYTHON ?= /usr/bin/python3
+BIN := bin/controlfn
 
-.PHONY: all build test vet fmt-check
+.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean
 
 all: build
 
 build:
-	$(GO) build ./...
+	$(GO) build -o $(BIN) ./cmd/controlfn
+
+# The XLA/PJRT backend (GPU) needs cgo and is linked only with -tags xla.
+build-xla:
+	CGO_ENABLED=1 $(GO) build -tags xla -o bin/controlfn-xla ./cmd/controlfn
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags xla ./kernels/nn/
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 test: vet fmt-check
 	$(GO) test -count=1 -timeout 15m ./...
+
+# A short run of every fuzz target (seeds always run as part of `test`).
+FUZZTIME ?= 15s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# Tiny-model step benchmark (go test -bench).
+bench:
+	$(GO) test -run XXX -bench TinyStep -benchtime 10x ./kernels/unet/
+
+# Full-size SD1.5 ControlNet+UNet step at 256x256 and per-block timings
+# against PyTorch CPU; rewrites its section of docs/BENCHMARKS.md.
+bench-kernels: build
+	@$(TORCH_PYTHON) -c 'import torch' 2>/dev/null || { apt-get update && apt-get install -y python3-torch; }
+	./$(BIN) bench-kernels --python $(TORCH_PYTHON)
+
+clean:
+	rm -rf bin

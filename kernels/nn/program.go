@@ -196,6 +196,11 @@ func (w *Weights) tensor(name string, layout Layout) (*tensors.Tensor, error) {
 			return nil, err
 		}
 	}
+	// Move to the device now and free the host copy: otherwise every weight
+	// is held twice (host tensor and device buffer), doubling model memory.
+	if err := t.ToDevice(w.backend, 0); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
 	w.loaded[key] = t
 	w.used[name] = true
 	return t, nil

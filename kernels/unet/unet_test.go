@@ -189,3 +189,27 @@ func TestControlNetAndUNetParity(t *testing.T) {
 		}
 	}
 }
+
+// TestUNetShippedBackend runs the full tiny ControlNet + UNet as one fused
+// step program, several times, on the backend configuration we ship (the
+// Go backend's default parallel executor hung on graphs like this one), and
+// checks the fused step equals the separate programs.
+func TestUNetShippedBackend(t *testing.T) {
+	fx := newFixture(t, "")
+	sh := StepShape{Batch: 2, LatentHeight: 8, LatentWidth: 8, SeqLen: 77, CondScale: 8, NumControlNet: 1}
+	p, err := CompileStep("step", fx.unet, fx.unetW, []*ControlNet{fx.cnet}, []*nn.Weights{fx.cnetW}, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	n := fx.cnet.Config.NumSkips()
+	scales := tensors.FromValue([][]float32{UniformScales(n, 1), UniformScales(n, 1)})
+	want, _ := golden.Float32s(t, refFile, "unet_t500_scale1p0_with_residuals")
+	for i := 0; i < 3; i++ {
+		out, err := p.Run(fx.sample, fx.timestep["t500"], fx.ctx, fx.cond, scales)
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden.AssertClose(t, fmt.Sprintf("fused step run %d", i), tensors.MustCopyFlatData[float32](out[0]), want, 1e-4)
+	}
+}
