@@ -78,6 +78,13 @@ func newFixture(t *testing.T, backendSpec string) *fixture {
 	return fx
 }
 
+// stepShape is the step bucket of the golden inputs.
+func (fx *fixture) stepShape() StepShape {
+	s, c := fx.sample.Shape().Dimensions, fx.cond.Shape().Dimensions
+	return StepShape{Batch: s[0], LatentHeight: s[2], LatentWidth: s[3], SeqLen: fx.ctx.Shape().Dimensions[1],
+		CondScale: c[2] / s[2], NumControlNet: 1}
+}
+
 func goldenTensor(t *testing.T, name string) *tensors.Tensor {
 	t.Helper()
 	v, shape := golden.Float32s(t, refFile, name)
@@ -145,7 +152,11 @@ func TestControlNetAndUNetParity(t *testing.T) {
 
 		for _, scale := range []float32{1.0, 0.5} {
 			tag := fmt.Sprintf("%s_scale%s", ts, map[float32]string{1: "1p0", 0.5: "0p5"}[scale])
-			scales := tensors.FromValue([][]float32{UniformScales(n, scale), UniformScales(n, scale)})
+			rows := make([][]float32, fx.sample.Shape().Dimensions[0])
+			for i := range rows {
+				rows[i] = UniformScales(n, scale)
+			}
+			scales := tensors.FromValue(rows)
 			res, err := cnet.Run(fx.sample, fx.timestep[ts], fx.ctx, fx.cond, scales)
 			if err != nil {
 				t.Fatal(err)
@@ -196,14 +207,18 @@ func TestControlNetAndUNetParity(t *testing.T) {
 // checks the fused step equals the separate programs.
 func TestUNetShippedBackend(t *testing.T) {
 	fx := newFixture(t, "")
-	sh := StepShape{Batch: 2, LatentHeight: 8, LatentWidth: 8, SeqLen: 77, CondScale: 8, NumControlNet: 1}
+	sh := fx.stepShape()
 	p, err := CompileStep("step", fx.unet, fx.unetW, []*ControlNet{fx.cnet}, []*nn.Weights{fx.cnetW}, sh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	n := fx.cnet.Config.NumSkips()
-	scales := tensors.FromValue([][]float32{UniformScales(n, 1), UniformScales(n, 1)})
+	rows := make([][]float32, sh.Batch)
+	for i := range rows {
+		rows[i] = UniformScales(n, 1)
+	}
+	scales := tensors.FromValue(rows)
 	want, _ := golden.Float32s(t, refFile, "unet_t500_scale1p0_with_residuals")
 	for i := 0; i < 3; i++ {
 		out, err := p.Run(fx.sample, fx.timestep["t500"], fx.ctx, fx.cond, scales)
