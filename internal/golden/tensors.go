@@ -2,6 +2,7 @@ package golden
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/controlfn/controlfn/kernels/safetensors"
@@ -50,4 +51,34 @@ func AssertClose(t testing.TB, name string, got, want []float32, rel float64) {
 		return
 	}
 	t.Logf("%s: max |diff| %.3g (tolerance %.3g)", name, diff, tol)
+}
+
+// AssertCheckpointShapes fails unless the safetensors file holds exactly the
+// tensors of want (names and shapes): nothing missing, nothing extra.
+func AssertCheckpointShapes(t testing.TB, path string, want map[string][]int) {
+	t.Helper()
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatalf("golden: %v", err)
+	}
+	defer f.Close()
+	left := make(map[string][]int, len(want))
+	for k, v := range want {
+		left[k] = v
+	}
+	for _, name := range f.Names() {
+		info, _ := f.Info(name)
+		shape, ok := left[name]
+		if !ok {
+			t.Errorf("%s: tensor %s %v not in the expected set", path, name, info.Shape)
+			continue
+		}
+		delete(left, name)
+		if !slices.Equal(shape, info.Shape) {
+			t.Errorf("%s: tensor %s has shape %v, expected %v", path, name, info.Shape, shape)
+		}
+	}
+	for name, shape := range left {
+		t.Errorf("%s: expected tensor %s %v is missing", path, name, shape)
+	}
 }
