@@ -3,8 +3,10 @@ package demomodel
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	"github.com/controlfn/controlfn/function/tokenizer"
 	"github.com/controlfn/controlfn/internal/golden"
 	"github.com/controlfn/controlfn/kernels/clip"
 	"github.com/controlfn/controlfn/kernels/unet"
@@ -62,5 +64,27 @@ func TestVocabulary(t *testing.T) {
 	}
 	if vocab["photo</w>"] == 0 || vocab["!"] != 0 {
 		t.Errorf("unexpected ids: photo</w>=%d !=%d", vocab["photo</w>"], vocab["!"])
+	}
+}
+
+// The demo vocabulary must load in our CLIP tokenizer and merge the demo
+// words into single tokens.
+func TestDemoTokenizer(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	if err := Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab, _ := vocabulary()
+	ids := tok.Encode("A photo of a red cube")
+	want := []int32{int32(vocab["a</w>"]), int32(vocab["photo</w>"]), int32(vocab["of</w>"]), int32(vocab["a</w>"]), int32(vocab["red</w>"]), int32(vocab["cube</w>"])}
+	if !slices.Equal(ids, want) {
+		t.Errorf("ids %v, want %v", ids, want)
+	}
+	if tok.BOS() != int32(vocab[bos]) || tok.EOS() != int32(vocab[eos]) {
+		t.Errorf("specials %d %d", tok.BOS(), tok.EOS())
 	}
 }
