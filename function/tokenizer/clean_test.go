@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"bufio"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,22 +82,10 @@ func TestFtfySegments(t *testing.T) {
 		{"caf&eacute;\nna&iuml;ve", "café\nnaïve"},
 	} {
 		got, want := tok.Encode(c.in), tok.Encode(c.fixed)
-		if !equalIDs(got, want) {
+		if !slices.Equal(got, want) {
 			t.Errorf("Encode(%q) = %v, want Encode(%q) = %v", c.in, got, c.fixed, want)
 		}
 	}
-}
-
-func equalIDs(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestNFCReference checks nfc against CPython's unicodedata.normalize for

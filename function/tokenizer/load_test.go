@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -96,7 +97,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []int32{5, 4, 1, 2, 6, 6, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3}
-	if !equalIDs(enc.IDs, want) || enc.Len != 6 {
+	if !slices.Equal(enc.IDs, want) || enc.Len != 6 {
 		t.Errorf("got %v (Len %d), want %v (Len 6)", enc.IDs, enc.Len, want)
 	}
 	// Without the configs: CLIP's defaults, max length 77.
@@ -108,7 +109,7 @@ func TestLoadConfig(t *testing.T) {
 		t.Errorf("defaults: MaxLength %d PadID %d, want 77 6", tok.MaxLength(), tok.PadID())
 	}
 	// Symbols missing from the vocabulary become unk (<|endoftext|>).
-	if got := tok.Encode("c"); !equalIDs(got, []int32{6}) {
+	if got := tok.Encode("c"); !slices.Equal(got, []int32{6}) {
 		t.Errorf("unknown symbol: got %v, want [6]", got)
 	}
 }

@@ -8,6 +8,18 @@ import (
 	"github.com/controlfn/controlfn/kernels/safetensors"
 )
 
+// Open maps a golden safetensors file (a path under the golden folder) for
+// the rest of the test.
+func Open(t testing.TB, elem ...string) *safetensors.File {
+	t.Helper()
+	f, err := safetensors.Open(Path(t, elem...))
+	if err != nil {
+		t.Fatalf("golden: %v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 // Float32s loads a float tensor from a golden safetensors file.
 func Float32s(t testing.TB, file, name string) ([]float32, []int) {
 	t.Helper()

@@ -36,16 +36,8 @@ func openFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ckpt, err := safetensors.Open(golden.Path(t, "tiny-sd15", "text_encoder", "model.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ckpt.Close() })
-	ref, err := safetensors.Open(golden.Path(t, "text_encoder_ref.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ref.Close() })
+	ckpt := golden.Open(t, "tiny-sd15", "text_encoder", "model.safetensors")
+	ref := golden.Open(t, "text_encoder_ref.safetensors")
 	ids, dims, err := ref.Int64s("input_ids")
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/controlfn/controlfn/internal/golden"
@@ -148,7 +149,7 @@ func TestPrepareGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slicesEqualInt(got.Shape, shape) {
+	if !slices.Equal(got.Shape, shape) {
 		t.Fatalf("shape %v, want %v", got.Shape, shape)
 	}
 	for i := range want {
@@ -171,7 +172,7 @@ func TestPrepareCannyGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slicesEqualInt(got.Shape, want.Shape) {
+	if !slices.Equal(got.Shape, want.Shape) {
 		t.Fatalf("shape %v, want %v", got.Shape, want.Shape)
 	}
 	n := 0
@@ -183,16 +184,4 @@ func TestPrepareCannyGolden(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d of %d values differ (thresholds given swapped on purpose)", n, len(want.Data))
 	}
-}
-
-func slicesEqualInt(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -1,6 +1,10 @@
 package noise
 
-import "math"
+import (
+	"math"
+
+	"github.com/controlfn/controlfn/kernels/internal/fma"
+)
 
 // This file reproduces, operation by operation, the float32 Box-Muller that
 // torch 1.13 runs for float32 tensors of 16 or more elements on x86 CPUs
@@ -15,7 +19,7 @@ import "math"
 //   - torch's kernel is built by GCC with -mfma and default fp-contract, so
 //     a multiply whose only uses are adds becomes one vfmadd. Where a sum
 //     has two products as operands GCC fuses the first one in statement
-//     order. Those fused steps are written with fma32; the rest round
+//     order. Those fused steps are written with fma.F32; the rest round
 //     after each operation. The fused/unfused choice per step was checked
 //     against every tensor of the golden noise_ref set: unfused evaluation
 //     is off by up to 2 ulp in about 1% of values, this one matches all.
@@ -54,30 +58,6 @@ const (
 	twoPi = float32(2 * math.Pi)
 )
 
-// fma32 returns a*b+c rounded once to float32, as vfmadd does. The product
-// of two float32 values is exact in float64; the sum is rounded to float64
-// with round-to-odd so that the final rounding to float32 is not a double
-// rounding.
-func fma32(a, b, c float32) float32 {
-	p := float64(float64(a) * float64(b))
-	cc := float64(c)
-	s := p + cc
-	// TwoSum: s + e == p + cc exactly.
-	bv := s - p
-	e := (p - (s - bv)) + (cc - bv)
-	if bits := math.Float64bits(s); e != 0 && bits&1 == 0 {
-		// Inexact and even: step to the odd neighbour on the side of the
-		// exact value (s is not zero, as sums that round to zero are exact).
-		if (e > 0) == (s > 0) {
-			bits++
-		} else {
-			bits--
-		}
-		s = math.Float64frombits(bits)
-	}
-	return float32(s)
-}
-
 // log32 is avx_mathfun's log256_ps for one lane. Box-Muller only passes
 // arguments in (0, 1]; the NaN for x <= 0 keeps the function total.
 func log32(x float32) float32 {
@@ -99,19 +79,19 @@ func log32(x float32) float32 {
 		m = m - 1
 	}
 	z := float32(m * m)
-	y := fma32(logP0, m, logP1)
-	y = fma32(y, m, logP2)
-	y = fma32(y, m, logP3)
-	y = fma32(y, m, logP4)
-	y = fma32(y, m, logP5)
-	y = fma32(y, m, logP6)
-	y = fma32(y, m, logP7)
-	y = fma32(y, m, logP8)
+	y := fma.F32(logP0, m, logP1)
+	y = fma.F32(y, m, logP2)
+	y = fma.F32(y, m, logP3)
+	y = fma.F32(y, m, logP4)
+	y = fma.F32(y, m, logP5)
+	y = fma.F32(y, m, logP6)
+	y = fma.F32(y, m, logP7)
+	y = fma.F32(y, m, logP8)
 	y = float32(y * m)
-	y = fma32(y, z, float32(e*logQ1))
+	y = fma.F32(y, z, float32(e*logQ1))
 	y = y - float32(z*0.5)
 	m = m + y
-	return fma32(e, logQ2, m)
+	return fma.F32(e, logQ2, m)
 }
 
 // sincos32 is avx_mathfun's sincos256_ps for one lane.
@@ -126,21 +106,21 @@ func sincos32(x float32) (sin, cos float32) {
 	signCos := uint32(^(j-2)&4) << 29
 
 	// Extended precision modular arithmetic: x - y*pi/4 in three parts.
-	x = fma32(y, minusDP1, x)
-	x = fma32(y, minusDP2, x)
-	x = fma32(y, minusDP3, x)
+	x = fma.F32(y, minusDP1, x)
+	x = fma.F32(y, minusDP2, x)
+	x = fma.F32(y, minusDP3, x)
 
 	z := float32(x * x)
-	c := fma32(coscofP0, z, coscofP1)
-	c = fma32(c, z, coscofP2)
+	c := fma.F32(coscofP0, z, coscofP1)
+	c = fma.F32(c, z, coscofP2)
 	c = float32(c * z)
-	c = fma32(c, z, -float32(z*0.5))
+	c = fma.F32(c, z, -float32(z*0.5))
 	c = c + 1
 
-	s := fma32(sincofP0, z, sincofP1)
-	s = fma32(s, z, sincofP2)
+	s := fma.F32(sincofP0, z, sincofP1)
+	s = fma.F32(s, z, sincofP2)
 	s = float32(s * z)
-	s = fma32(s, x, x)
+	s = fma.F32(s, x, x)
 
 	// Select with the same subtractions and additions of masked zeros as
 	// the vector code so that signed zeros come out the same.

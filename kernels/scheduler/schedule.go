@@ -3,6 +3,8 @@ package scheduler
 import (
 	"fmt"
 	"math"
+
+	"github.com/controlfn/controlfn/kernels/internal/fma"
 )
 
 // This file builds the training noise schedule and the inference timestep
@@ -82,9 +84,9 @@ func torchLinspace32(start, end float64, steps int) []float32 {
 	half := steps / 2
 	at := func(i int) float32 {
 		if i < half {
-			return fma32(step, float32(i), s)
+			return fma.F32(step, float32(i), s)
 		}
-		return fma32(-step, float32(steps-i-1), e)
+		return fma.F32(-step, float32(steps-i-1), e)
 	}
 	vec := linspaceVec
 	i := 0
@@ -92,7 +94,7 @@ func torchLinspace32(start, end float64, steps int) []float32 {
 		for _, v := range [2]int{i, i + vec} {
 			base := at(v)
 			for lane := range vec {
-				out[v+lane] = fma32(float32(lane), step, base)
+				out[v+lane] = fma.F32(float32(lane), step, base)
 			}
 		}
 	}
@@ -100,28 +102,6 @@ func torchLinspace32(start, end float64, steps int) []float32 {
 		out[i] = at(i)
 	}
 	return out
-}
-
-// fma32 is a*b+c rounded once to float32, as a fused multiply-add does.
-// The float32 product is exact in float64; the float64 sum is rounded to
-// odd (its last bit forced on when inexact) so that the final conversion
-// to float32 cannot double-round.
-func fma32(a, b, c float32) float32 {
-	p := float64(a) * float64(b)
-	cc := float64(c)
-	s := p + cc
-	// Knuth's TwoSum: s + e is exactly p + cc.
-	v := s - p
-	e := (p - (s - v)) + (cc - v)
-	if bits := math.Float64bits(s); e != 0 && bits&1 == 0 {
-		if (e > 0) == (s > 0) {
-			bits++
-		} else {
-			bits--
-		}
-		s = math.Float64frombits(bits)
-	}
-	return float32(s)
 }
 
 // cosineBetas mirrors betas_for_alpha_bar(n) (Glide's cosine schedule),

@@ -6,7 +6,6 @@ import (
 
 	"github.com/controlfn/controlfn/internal/golden"
 	"github.com/controlfn/controlfn/kernels/nn"
-	"github.com/controlfn/controlfn/kernels/safetensors"
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -36,12 +35,7 @@ func loadModel(t testing.TB, folder string) (Config, nn.FileSource) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := safetensors.Open(golden.Path(t, "tiny-sd15", folder, "diffusion_pytorch_model.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return cfg, nn.FileSource{File: f}
+	return cfg, nn.FileSource{File: golden.Open(t, "tiny-sd15", folder, "diffusion_pytorch_model.safetensors")}
 }
 
 func newFixture(t *testing.T, backendSpec string) *fixture {
@@ -63,12 +57,7 @@ func newFixture(t *testing.T, backendSpec string) *fixture {
 	fx.sample = goldenTensor(t, "sample")
 	fx.ctx = goldenTensor(t, "encoder_hidden_states")
 	fx.cond = goldenTensor(t, "controlnet_cond")
-	f, err := safetensors.Open(golden.Path(t, refFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	its, _, err := f.Int64s("timestep_t500")
+	its, _, err := golden.Open(t, refFile).Int64s("timestep_t500")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,16 +35,8 @@ func loadFixture(t *testing.T) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ckpt, err := safetensors.Open(golden.Path(t, "tiny-sd15", "vae", "diffusion_pytorch_model.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ckpt.Close() })
-	ref, err := safetensors.Open(golden.Path(t, "vae_ref.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ref.Close() })
+	ckpt := golden.Open(t, "tiny-sd15", "vae", "diffusion_pytorch_model.safetensors")
+	ref := golden.Open(t, "vae_ref.safetensors")
 	return fixture{model: m, ckpt: ckpt, ref: ref}
 }
 
