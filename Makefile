@@ -9,7 +9,7 @@ GO ?= go
 TORCH_PYTHON ?= /usr/bin/python3
 BIN := bin/controlfn
 
-.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean
+.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean demo
 
 all: build
 
@@ -49,5 +49,15 @@ bench-kernels: build
 	@$(TORCH_PYTHON) -c 'import torch' 2>/dev/null || { apt-get update && apt-get install -y python3-torch; }
 	./$(BIN) bench-kernels --python $(TORCH_PYTHON)
 
+# The built-in demo: write the tiny random-weight model, then generate an
+# image from its control map. Random weights draw noise, not a picture: the
+# demo shows the whole path working, not image quality.
+DEMO := out/demo
+demo: build
+	@test -d $(DEMO)/model || ./$(BIN) demo-model --out $(DEMO)/model
+	./$(BIN) generate --model $(DEMO)/model --prompt "a photo of a red cube on a wooden table" \
+	  --negative-prompt "blurry, low quality" --control-image $(DEMO)/model/control.png \
+	  --steps 8 --seed 42 --out $(DEMO)/image.png
+
 clean:
-	rm -rf bin
+	rm -rf bin out

@@ -18,6 +18,8 @@ type command struct {
 
 var commands = map[string]command{
 	"bench-kernels": {"time the full-size SD1.5 ControlNet+UNet step and its blocks against PyTorch", runBenchKernels},
+	"demo-model":    {"write the built-in tiny demo model (diffusers layout)", runDemoModel},
+	"generate":      {"generate an image from a model folder and a control image", runGenerate},
 }
 
 func usage() {

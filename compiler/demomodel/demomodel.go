@@ -93,6 +93,10 @@ func Write(dir string) error {
 	if err := writeAll(tmp); err != nil {
 		return fmt.Errorf("demo model: %w", err)
 	}
+	// MkdirTemp creates 0700; the model is an ordinary readable folder.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("demo model: %w", err)
+	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("demo model: %w", err)
 	}
