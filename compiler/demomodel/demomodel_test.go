@@ -6,9 +6,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/controlfn/controlfn/function/tokenizer"
 	"github.com/controlfn/controlfn/internal/golden"
 	"github.com/controlfn/controlfn/kernels/clip"
+	"github.com/controlfn/controlfn/kernels/tokenizer"
 	"github.com/controlfn/controlfn/kernels/unet"
 	"github.com/controlfn/controlfn/kernels/vae"
 )

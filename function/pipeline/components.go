@@ -7,10 +7,10 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/controlfn/controlfn/function/tokenizer"
 	"github.com/controlfn/controlfn/kernels/clip"
 	"github.com/controlfn/controlfn/kernels/nn"
 	"github.com/controlfn/controlfn/kernels/safetensors"
+	"github.com/controlfn/controlfn/kernels/tokenizer"
 	"github.com/controlfn/controlfn/kernels/unet"
 	"github.com/controlfn/controlfn/kernels/vae"
 )

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/controlfn/controlfn/function/tokenizer"
 	"github.com/controlfn/controlfn/kernels/clip"
 	"github.com/controlfn/controlfn/kernels/imageproc"
 	"github.com/controlfn/controlfn/kernels/nn"
 	"github.com/controlfn/controlfn/kernels/scheduler"
+	"github.com/controlfn/controlfn/kernels/tokenizer"
 	"github.com/controlfn/controlfn/kernels/unet"
 	"github.com/controlfn/controlfn/kernels/vae"
 	"github.com/gomlx/compute"
