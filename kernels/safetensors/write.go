@@ -21,6 +21,18 @@ type Tensor struct {
 	DType DType
 	Shape []int
 	Data  []byte
+	// Load, when Data is nil, produces the bytes at the moment the tensor
+	// is written, so a large model streams through the writer one tensor at
+	// a time instead of being held whole in memory.
+	Load func() ([]byte, error)
+}
+
+// size is the tensor's byte length: len(Data), or what Load must return.
+func (t Tensor) size(count uint64) int64 {
+	if t.Data == nil && t.Load != nil {
+		return int64(count * uint64(t.DType.Size()))
+	}
+	return int64(len(t.Data))
 }
 
 // Write stores tensors at path atomically: it writes a temporary file in the
@@ -126,10 +138,11 @@ func prepare(tensors []Tensor, metadata map[string]string) ([]Tensor, []byte, er
 		if err != nil {
 			return nil, nil, fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
-		if want := count * uint64(t.DType.Size()); want != uint64(len(t.Data)) {
-			return nil, nil, fmt.Errorf("tensor %q: %d bytes for shape %v of %s, want %d", t.Name, len(t.Data), t.Shape, t.DType, want)
+		size := t.size(count)
+		if want := count * uint64(t.DType.Size()); want != uint64(size) {
+			return nil, nil, fmt.Errorf("tensor %q: %d bytes for shape %v of %s, want %d", t.Name, size, t.Shape, t.DType, want)
 		}
-		if offset > math.MaxInt64-int64(len(t.Data)) {
+		if offset > math.MaxInt64-size {
 			return nil, nil, errors.New("tensors too large")
 		}
 		shape := t.Shape
@@ -139,9 +152,9 @@ func prepare(tensors []Tensor, metadata map[string]string) ([]Tensor, []byte, er
 		header[t.Name] = map[string]any{
 			"dtype":        t.DType,
 			"shape":        shape,
-			"data_offsets": [2]int64{offset, offset + int64(len(t.Data))},
+			"data_offsets": [2]int64{offset, offset + size},
 		}
-		offset += int64(len(t.Data))
+		offset += size
 	}
 	hdr, err := json.Marshal(header)
 	if err != nil {
@@ -176,11 +189,30 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		return err
 	}
 	for _, t := range sorted {
-		if _, err := w.Write(t.Data); err != nil {
+		data := t.Data
+		if data == nil && t.Load != nil {
+			var err error
+			if data, err = t.Load(); err != nil {
+				return fmt.Errorf("tensor %q: %w", t.Name, err)
+			}
+			want := int64(numElements(t.Shape) * t.DType.Size())
+			if int64(len(data)) != want {
+				return fmt.Errorf("tensor %q: Load gave %d bytes, want %d", t.Name, len(data), want)
+			}
+		}
+		if _, err := w.Write(data); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func numElements(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
 }
 
 // Float32Tensor builds an F32 Tensor from values.

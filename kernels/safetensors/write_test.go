@@ -3,6 +3,7 @@ package safetensors
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -245,5 +246,41 @@ func TestWriteErrors(t *testing.T) {
 	}
 	if got := dirEntries(t, dir); !slices.Equal(got, []string{"sub"}) {
 		t.Errorf("directory holds %v", got)
+	}
+}
+
+// Tensors with a Load function stream through the writer and read back
+// identical to tensors given as bytes; a Load error aborts the write and
+// leaves no file.
+func TestWriteStreamingLoad(t *testing.T) {
+	dir := t.TempDir()
+	eager := Float32Tensor("a", []int{2, 2}, []float32{1, 2, 3, 4})
+	lazy := Tensor{Name: "b", DType: F32, Shape: []int{3}, Load: func() ([]byte, error) {
+		return Float32Tensor("", []int{3}, []float32{5, 6, 7}).Data, nil
+	}}
+	path := filepath.Join(dir, "s.safetensors")
+	if err := Write(path, []Tensor{eager, lazy}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if v, _, err := f.Float32s("b"); err != nil || len(v) != 3 || v[0] != 5 || v[2] != 7 {
+		t.Errorf("b = %v, %v", v, err)
+	}
+
+	bad := filepath.Join(dir, "bad.safetensors")
+	failing := Tensor{Name: "c", DType: F32, Shape: []int{1}, Load: func() ([]byte, error) { return nil, errors.New("disk gone") }}
+	if err := Write(bad, []Tensor{eager, failing}, nil); err == nil || !strings.Contains(err.Error(), "disk gone") {
+		t.Errorf("failing Load: %v", err)
+	}
+	short := Tensor{Name: "c", DType: F32, Shape: []int{2}, Load: func() ([]byte, error) { return make([]byte, 4), nil }}
+	if err := Write(bad, []Tensor{short}, nil); err == nil {
+		t.Error("short Load accepted")
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Errorf("failed write left %s", bad)
 	}
 }
