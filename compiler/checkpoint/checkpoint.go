@@ -187,9 +187,23 @@ func pickleError(path string) error {
 	return fmt.Errorf("%s: refusing a pickle checkpoint: loading .ckpt/.bin/.pt/.pth files runs code stored in them, and controlfn executes nothing from a checkpoint; convert it to .safetensors first (for example with diffusers' conversion scripts or safetensors' convert tool, in an isolated environment) and pass that", path)
 }
 
+// checkVariant keeps a variant a plain file-name part: it is spliced into
+// weight file names.
+func checkVariant(v string) error {
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("checkpoint: variant %q: want letters, digits, '_' or '-'", v)
+		}
+	}
+	return nil
+}
+
 // OpenModel opens a Stable Diffusion checkpoint: a diffusers folder or a
 // single-file .safetensors.
 func OpenModel(path string, opts Options) (*Model, error) {
+	if err := checkVariant(opts.Variant); err != nil {
+		return nil, err
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
@@ -219,6 +233,9 @@ func OpenModel(path string, opts Options) (*Model, error) {
 // OpenControlNet opens a ControlNet: a diffusers ControlNet folder or an
 // original control_*.safetensors.
 func OpenControlNet(path string, opts Options) (*ControlNet, error) {
+	if err := checkVariant(opts.Variant); err != nil {
+		return nil, err
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)

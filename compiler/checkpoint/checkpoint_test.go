@@ -449,6 +449,7 @@ func TestRefusals(t *testing.T) {
 			_, err := OpenModel(filepath.Join(tiny, "vae", "diffusion_pytorch_model.safetensors"), tok)
 			return err
 		}, []string{"diffusers folder"}},
+		{"bad variant", func() error { _, err := OpenModel(tiny, Options{Variant: "../x"}); return err }, []string{"variant"}},
 		{"missing path", func() error { _, err := OpenModel(filepath.Join(tmp, "nope"), tok); return err }, []string{"nope"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -42,6 +42,7 @@ func UNetHints(cfg unet.Config) Hints {
 const (
 	maxIndex  = 9999
 	maxLevels = 16
+	maxLayers = 64 // resnets (or transformer blocks) per level
 )
 
 // withPrefix lists the stored keys starting with prefix, in order.
@@ -186,6 +187,9 @@ func inferUNet(ks *keyspace, prefix string, controlNet bool, h Hints) (json.RawM
 				return nil, fmt.Errorf("%s: %sinput_blocks.%d: the level mixes blocks with and without attention, which no diffusers block type builds", ks.desc, prefix, i)
 			}
 			cur.layers++
+			if cur.layers > maxLayers || cur.transformers > maxLayers {
+				return nil, fmt.Errorf("%s: %sinput_blocks.%d: more than %d layers in a level", ks.desc, prefix, i, maxLayers)
+			}
 		default:
 			return nil, fmt.Errorf("%s: %sinput_blocks.%d has neither a resnet (in_layers.2) nor a downsampler (op)", ks.desc, prefix, i)
 		}
@@ -211,6 +215,9 @@ func inferUNet(ks *keyspace, prefix string, controlNet bool, h Hints) (json.RawM
 	midDepth, err := countIndexed(ks, prefix+"middle_block.1.transformer_blocks.")
 	if err != nil {
 		return nil, err
+	}
+	if midDepth > maxLayers {
+		return nil, fmt.Errorf("%s: %smiddle_block.1 has more than %d transformer blocks", ks.desc, prefix, maxLayers)
 	}
 
 	down := make([]string, n)
@@ -398,8 +405,8 @@ func inferVAE(ks *keyspace, prefix string, h Hints) (json.RawMessage, error) {
 		} else if layers != lpb {
 			return nil, fmt.Errorf("%s: %sencoder.down.%d has %d resnets, level 0 has %d; AutoencoderKL has one layers_per_block", ks.desc, prefix, i, layers, lpb)
 		}
-		if layers == 0 {
-			return nil, fmt.Errorf("%s: %sencoder.down.%d has no resnets", ks.desc, prefix, i)
+		if layers == 0 || layers > maxLayers {
+			return nil, fmt.Errorf("%s: %sencoder.down.%d has %d resnets", ks.desc, prefix, i, layers)
 		}
 		s, err := shapeOf(ks, fmt.Sprintf("%sencoder.down.%d.block.0.conv1.weight", prefix, i), 4)
 		if err != nil {
@@ -475,8 +482,8 @@ func inferCLIP(ks *keyspace, prefix string, openCLIP bool, h Hints) (json.RawMes
 	if openCLIP {
 		layers--
 	}
-	if layers < 1 {
-		return nil, fmt.Errorf("%s: no text encoder layers under %s", ks.desc, layersPrefix)
+	if layers < 1 || layers > 4*maxLayers {
+		return nil, fmt.Errorf("%s: %d text encoder layers under %s", ks.desc, layers, layersPrefix)
 	}
 	mlp, err := shapeOf(ks, layersPrefix+"0."+fc1, 2)
 	if err != nil {

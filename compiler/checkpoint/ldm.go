@@ -54,31 +54,38 @@ var (
 	}
 )
 
-// ruleTranslator resolves a name by its longest matching rule.
+// ruleTranslator resolves a name by its longest matching rule. Every
+// rule prefix ends at a dot, so the candidates are the name's dotted
+// prefixes: a map lookup each, linear in the name however many rules a
+// large config makes.
 func ruleTranslator(rules []rule) translator {
+	byFrom := make(map[string]rule, len(rules))
+	for _, r := range rules {
+		byFrom[r.from] = r
+	}
 	return func(name string) []ref {
-		best := -1
-		for i, r := range rules {
-			if strings.HasPrefix(name, r.from) && (best < 0 || len(r.from) > len(rules[best].from)) {
-				best = i
+		for i := len(name) - 1; i >= 0; i-- {
+			if name[i] != '.' {
+				continue
 			}
+			r, ok := byFrom[name[:i+1]]
+			if !ok {
+				continue
+			}
+			rest := name[i+1:]
+			module, leaf := "", rest
+			if j := strings.LastIndexByte(rest, '.'); j >= 0 {
+				module, leaf = rest[:j], rest[j+1:]
+			}
+			if m, ok := r.rename[module]; ok {
+				module = m
+			}
+			if module == "" {
+				return []ref{{key: r.to + leaf}}
+			}
+			return []ref{{key: r.to + module + "." + leaf}}
 		}
-		if best < 0 {
-			return nil
-		}
-		r := rules[best]
-		rest := name[len(r.from):]
-		module, leaf := "", rest
-		if i := strings.LastIndexByte(rest, '.'); i >= 0 {
-			module, leaf = rest[:i], rest[i+1:]
-		}
-		if m, ok := r.rename[module]; ok {
-			module = m
-		}
-		if module == "" {
-			return []ref{{key: r.to + leaf}}
-		}
-		return []ref{{key: r.to + module + "." + leaf}}
+		return nil
 	}
 }
 
@@ -122,7 +129,7 @@ func unetRules(cfg *unet.Config, prefix string, controlNet bool) []rule {
 		for b := 0; b < 2*(cond-1); b++ {
 			rules = append(rules, rule{from: fmt.Sprintf("controlnet_cond_embedding.blocks.%d.", b), to: fmt.Sprintf("input_hint_block.%d.", 2*(b+1))})
 		}
-		for z := 0; z <= cfg.NumSkips()-1; z++ {
+		for z := 0; z < cfg.NumSkips(); z++ {
 			rules = append(rules, rule{from: fmt.Sprintf("controlnet_down_blocks.%d.", z), to: fmt.Sprintf("zero_convs.%d.0.", z)})
 		}
 	} else {

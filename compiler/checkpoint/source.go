@@ -6,8 +6,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/controlfn/controlfn/kernels/nn"
 	"github.com/controlfn/controlfn/kernels/safetensors"
 )
+
+var _ nn.Source = (*Source)(nil)
 
 // store is what the readers need of an opened safetensors file. It is
 // *safetensors.File in production; the fuzz tests supply header-only fakes
