@@ -17,6 +17,11 @@
 //	GET  /readyz       200 once warm-up finished (Options.Ready), else 503
 //	GET  /metrics      Prometheus text format
 //
+// A successful generate response carries the headers X-Request-Id, X-Seed,
+// X-Build-Id and Server-Timing (stage timings). An Accept header that
+// prefers one image type sets the output format, overriding output_format;
+// image/* keeps output_format.
+//
 // Errors are JSON, {"error": {"field", "message", "request_id"}}: 400 for
 // a request the schema refuses (naming the field), 405, 406, 413, 415,
 // 429 while a generation runs, 503 before warm-up, 504 when the
@@ -67,7 +72,8 @@ type Options struct {
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// GenerateTimeout bounds one generation (504 beyond); 0 means
-	// DefaultGenerateTimeout.
+	// DefaultGenerateTimeout. Under Run, keep ServeOptions.WriteTimeout
+	// above ReadTimeout plus this, or the 504 cannot be written.
 	GenerateTimeout time.Duration
 	// AllowObjectKeys lets control images name storage objects, which the
 	// Generator then fetches. Off by default: an edge client must not make
