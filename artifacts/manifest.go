@@ -53,6 +53,14 @@ const (
 	KindVAE         = "vae"
 )
 
+// Fixed paths of the bundle layout (see the package doc).
+const (
+	// TokenizerDir holds the CLIP tokenizer files.
+	TokenizerDir = "tokenizer"
+	// SchedulerConfigPath is diffusers' scheduler_config.json.
+	SchedulerConfigPath = "scheduler_config.json"
+)
+
 var (
 	// ErrUnsupportedVersion reports a manifest whose format major version
 	// this reader does not understand.
