@@ -49,13 +49,14 @@ bench-kernels: build
 	@$(TORCH_PYTHON) -c 'import torch' 2>/dev/null || { apt-get update && apt-get install -y python3-torch; }
 	./$(BIN) bench-kernels --python $(TORCH_PYTHON)
 
-# The built-in demo: write the tiny random-weight model, then generate an
-# image from its control map. Random weights draw noise, not a picture: the
-# demo shows the whole path working, not image quality.
+# The built-in demo: write the tiny random-weight model, compile it into a
+# verified fp16 bundle, then generate an image from its control map. Random
+# weights draw noise, not a picture: the demo shows the whole path working.
 DEMO := out/demo
 demo: build
 	@test -d $(DEMO)/model || ./$(BIN) demo-model --out $(DEMO)/model
-	./$(BIN) generate --model $(DEMO)/model --prompt "a photo of a red cube on a wooden table" \
+	./$(BIN) compile --model $(DEMO)/model --size 64x64 --out $(DEMO)/bundle --overwrite
+	./$(BIN) generate --bundle $(DEMO)/bundle --prompt "a photo of a red cube on a wooden table" \
 	  --negative-prompt "blurry, low quality" --control-image $(DEMO)/model/control.png \
 	  --steps 8 --seed 42 --out $(DEMO)/image.png
 

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/controlfn/controlfn/artifacts"
 	"github.com/controlfn/controlfn/compiler/demomodel"
 	"github.com/controlfn/controlfn/function/pipeline"
 	"github.com/controlfn/controlfn/kernels/imageproc"
@@ -54,7 +55,8 @@ func runDemoModel(args []string) error {
 
 func runGenerate(args []string) error {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
-	model := fs.String("model", "", "diffusers model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+	bundle := fs.String("bundle", "", "compiled bundle folder (controlfn compile)")
+	model := fs.String("model", "", "or: a diffusers model folder, used without compiling")
 	var controlNets, controlImages listFlag
 	fs.Var(&controlNets, "controlnet", "ControlNet folder (repeatable; default: MODEL/controlnet)")
 	fs.Var(&controlImages, "control-image", "control image file, one per ControlNet (repeatable)")
@@ -77,23 +79,32 @@ func runGenerate(args []string) error {
 	out := fs.String("out", "out.png", "output file (.png or .jpg); several images get -N suffixes and a -grid file")
 	backendSpec := fs.String("backend", "go", "compute backend: go, or xla:cuda in a -tags xla build")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: controlfn generate --model DIR --prompt TEXT --control-image FILE --out FILE [flags]\n\nExample:\n  controlfn generate --model out/demo-model --prompt \"a red cube\" --control-image out/demo-model/control.png --steps 4 --out out/demo.png\n\n")
+		fmt.Fprintf(fs.Output(), "usage: controlfn generate --bundle DIR --prompt TEXT --control-image FILE --out FILE [flags]\n\nExample:\n  controlfn generate --bundle out/demo/bundle --prompt \"a red cube\" --control-image out/demo/model/control.png --steps 4 --out out/demo.png\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *model == "" || len(controlImages) == 0 {
+	if (*model == "") == (*bundle == "") || len(controlImages) == 0 {
 		fs.Usage()
-		return errors.New("--model and --control-image are required")
+		return errors.New("one of --bundle or --model, and --control-image, are required")
 	}
 	backend, err := nn.NewBackend(*backendSpec)
 	if err != nil {
 		return err
 	}
 	t0 := time.Now()
-	comps, err := pipeline.LoadDiffusers(*model, controlNets...)
-	if err != nil {
+	var comps *pipeline.Components
+	if *bundle != "" {
+		b, err := artifacts.Open(*bundle, artifacts.Options{Verify: artifacts.VerifyFull})
+		if err != nil {
+			return err
+		}
+		comps, err = pipeline.LoadBundle(b)
+		if err != nil {
+			return err
+		}
+	} else if comps, err = pipeline.LoadDiffusers(*model, controlNets...); err != nil {
 		return err
 	}
 	defer comps.Close()

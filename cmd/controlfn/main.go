@@ -19,7 +19,10 @@ type command struct {
 var commands = map[string]command{
 	"bench-kernels": {"time the full-size SD1.5 ControlNet+UNet step and its blocks against PyTorch", runBenchKernels},
 	"demo-model":    {"write the built-in tiny demo model (diffusers layout)", runDemoModel},
-	"generate":      {"generate an image from a model folder and a control image", runGenerate},
+	"generate":      {"generate images from a bundle (or a model folder) and control images", runGenerate},
+	"compile":       {"compile a checkpoint, ControlNets and LoRAs into a verified fp16 bundle", runCompile},
+	"inspect":       {"print a bundle's manifest summary and verify every hash", runInspect},
+	"serve":         {"serve a bundle over HTTP (edge nodes)", runServe},
 }
 
 func usage() {

@@ -19,6 +19,8 @@ type Service struct {
 	pipeline *pipeline.Pipeline
 	info     schema.ModelInfo
 	clipSkip int
+	// components are closed with the service when it loaded them.
+	components *pipeline.Components
 }
 
 // New wraps a pipeline. info describes what it serves (build id, buckets,
@@ -31,8 +33,14 @@ func New(p *pipeline.Pipeline, info schema.ModelInfo, clipSkip int) *Service {
 // Info implements server.Generator.
 func (s *Service) Info() schema.ModelInfo { return s.info }
 
-// Close releases the pipeline's programs.
-func (s *Service) Close() { s.pipeline.Close() }
+// Close releases the pipeline's programs (and the bundle's mapped weights
+// when the service loaded them).
+func (s *Service) Close() {
+	s.pipeline.Close()
+	if s.components != nil {
+		s.components.Close()
+	}
+}
 
 // Generate implements server.Generator.
 func (s *Service) Generate(ctx context.Context, req schema.Request) (*schema.Response, error) {

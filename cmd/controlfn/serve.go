@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/controlfn/controlfn/function/server"
+	"github.com/controlfn/controlfn/function/service"
+	"github.com/controlfn/controlfn/kernels/nn"
+)
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	bundle := fs.String("bundle", "", "compiled bundle folder")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address HOST:PORT")
+	backendSpec := fs.String("backend", "go", "compute backend: go, or xla:cuda in a -tags xla build")
+	fp16 := fs.Bool("fp16-weights", false, "keep weights fp16 on the device (half the memory; slower matmuls on the Go backend)")
+	warm := fs.Bool("warm-up", true, "run one warm-up generation per bucket before reporting ready")
+	logPrompts := fs.Bool("log-prompts", false, "include prompt text in request logs (debug)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: controlfn serve --bundle DIR [--addr HOST:PORT]\n\nPOST /v1/generate, GET /healthz, /readyz, /metrics.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *bundle == "" {
+		fs.Usage()
+		return errors.New("--bundle is required")
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	ready := make(chan struct{})
+	var svc *service.Service
+	gen := &lateGenerator{}
+	h := server.New(gen, server.Options{Logger: logger, Ready: ready, LogPrompts: *logPrompts})
+	loadErr := make(chan error, 1)
+	// Load in the background so /healthz answers during the cold start and
+	// /readyz turns 200 only once the programs are warm.
+	go func() {
+		backend, err := nn.NewBackend(*backendSpec)
+		if err != nil {
+			loadErr <- err
+			return
+		}
+		opts := service.LoadOptions{Backend: backend, WarmUp: *warm}
+		if *fp16 {
+			opts.Precision = nn.KeepStored
+		}
+		s, cs, err := service.LoadBundle(*bundle, opts)
+		if err != nil {
+			loadErr <- err
+			return
+		}
+		svc = s
+		gen.set(s)
+		logger.Info("ready", "bundle", *bundle, "build_id", s.Info().BuildID,
+			"open_ms", cs.Open.Milliseconds(), "load_ms", cs.Load.Milliseconds(),
+			"compile_ms", cs.Compile.Milliseconds(), "warmup_ms", cs.WarmUp.Milliseconds(), "total_ms", cs.Total.Milliseconds())
+		close(ready)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- server.Run(ctx, *addr, h, server.ServeOptions{Logger: logger}) }()
+	select {
+	case err := <-loadErr:
+		stop()
+		<-errc
+		return err
+	case err := <-errc:
+		if svc != nil {
+			svc.Close()
+		}
+		return err
+	}
+}
