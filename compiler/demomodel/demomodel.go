@@ -74,10 +74,73 @@ var demoWords = []string{"a", "photo", "of", "the", "red", "cube", "on", "wooden
 // ControlImageName is the control map written beside the model.
 const ControlImageName = "control.png"
 
-// Write creates the demo model folder at dir (which must not exist),
-// atomically: everything is written into a temporary folder that is renamed
-// into place last.
+// Write creates the built-in demo model folder at dir (which must not
+// exist), atomically: everything is written into a temporary folder that is
+// renamed into place last.
 func Write(dir string) error {
+	return write(dir, builtinSpec())
+}
+
+// WriteFromConfigs writes a random-weight model of the architecture in
+// configDir (a diffusers-style folder with unet/, controlnet/, vae/,
+// text_encoder/ config.json and scheduler/scheduler_config.json, such as
+// the full-size SD1.5 configs benchmarks use), with the tokenizer files of
+// tokenizerDir, whose vocabulary must match the text encoder's.
+func WriteFromConfigs(dir, configDir, tokenizerDir string) error {
+	sp := spec{files: map[string][]byte{}}
+	for _, c := range []struct {
+		dst  *string
+		path string
+	}{
+		{&sp.unet, "unet/config.json"}, {&sp.controlNet, "controlnet/config.json"}, {&sp.vae, "vae/config.json"},
+		{&sp.textEncoder, "text_encoder/config.json"}, {&sp.scheduler, "scheduler/scheduler_config.json"},
+	} {
+		data, err := os.ReadFile(filepath.Join(configDir, c.path))
+		if err != nil {
+			return fmt.Errorf("demo model: %w", err)
+		}
+		*c.dst = string(data)
+	}
+	for _, name := range []string{"vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"} {
+		data, err := os.ReadFile(filepath.Join(tokenizerDir, name))
+		if err != nil {
+			return fmt.Errorf("demo model: tokenizer: %w", err)
+		}
+		sp.files["tokenizer/"+name] = data
+	}
+	return write(dir, sp)
+}
+
+// spec is what a random-weight model folder is made from.
+type spec struct {
+	unet, controlNet, vae, textEncoder, scheduler string
+	// files are written verbatim (tokenizer files, model_index.json...).
+	files map[string][]byte
+}
+
+func builtinSpec() spec {
+	vocab, merges := vocabulary()
+	teConfig := map[string]any{
+		"architectures": []string{"CLIPTextModel"}, "model_type": "clip_text_model",
+		"hidden_act": "quick_gelu", "hidden_size": 32, "intermediate_size": 64,
+		"num_attention_heads": 4, "num_hidden_layers": 3, "max_position_embeddings": 77,
+		"layer_norm_eps": 1e-05, "projection_dim": 32, "vocab_size": len(vocab),
+		"bos_token_id": vocab[bos], "eos_token_id": vocab[eos], "pad_token_id": vocab[eos],
+	}
+	teJSON, _ := json.MarshalIndent(teConfig, "", "  ") // a map of plain values always marshals
+	vocabJSON, _ := json.Marshal(vocab)
+	return spec{
+		unet: unetConfig, controlNet: controlNetConfig, vae: vaeConfig, textEncoder: string(teJSON), scheduler: schedulerConfig,
+		files: map[string][]byte{
+			"tokenizer/vocab.json":              vocabJSON,
+			"tokenizer/merges.txt":              []byte("#version: 0.2\n" + strings.Join(merges, "\n") + "\n"),
+			"tokenizer/special_tokens_map.json": []byte(`{"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}`),
+			"tokenizer/tokenizer_config.json":   []byte(`{"model_max_length": 77, "do_lower_case": true, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"}`),
+		},
+	}
+}
+
+func write(dir string, sp spec) error {
 	if _, err := os.Stat(dir); err == nil {
 		return fmt.Errorf("demo model: %s already exists", dir)
 	}
@@ -90,7 +153,7 @@ func Write(dir string) error {
 		return fmt.Errorf("demo model: %w", err)
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
-	if err := writeAll(tmp); err != nil {
+	if err := writeAll(tmp, sp); err != nil {
 		return fmt.Errorf("demo model: %w", err)
 	}
 	// MkdirTemp creates 0700; the model is an ordinary readable folder.
@@ -103,32 +166,20 @@ func Write(dir string) error {
 	return nil
 }
 
-func writeAll(dir string) error {
-	vocab, merges := vocabulary()
-	teConfig := map[string]any{
-		"architectures": []string{"CLIPTextModel"}, "model_type": "clip_text_model",
-		"hidden_act": "quick_gelu", "hidden_size": 32, "intermediate_size": 64,
-		"num_attention_heads": 4, "num_hidden_layers": 3, "max_position_embeddings": 77,
-		"layer_norm_eps": 1e-05, "projection_dim": 32, "vocab_size": len(vocab),
-		"bos_token_id": vocab[bos], "eos_token_id": vocab[eos], "pad_token_id": vocab[eos],
-	}
-	teJSON, err := json.MarshalIndent(teConfig, "", "  ")
-	if err != nil {
-		return err
-	}
-	ucfg, err := unet.ParseConfig([]byte(unetConfig))
+func writeAll(dir string, sp spec) error {
+	ucfg, err := unet.ParseConfig([]byte(sp.unet))
 	if err != nil {
 		return fmt.Errorf("unet config: %w", err)
 	}
-	ccfg, err := unet.ParseConfig([]byte(controlNetConfig))
+	ccfg, err := unet.ParseConfig([]byte(sp.controlNet))
 	if err != nil {
 		return fmt.Errorf("controlnet config: %w", err)
 	}
-	vcfg, err := vae.ParseConfig([]byte(vaeConfig))
+	vcfg, err := vae.ParseConfig([]byte(sp.vae))
 	if err != nil {
 		return fmt.Errorf("vae config: %w", err)
 	}
-	tcfg, err := clip.ParseConfig(teJSON)
+	tcfg, err := clip.ParseConfig([]byte(sp.textEncoder))
 	if err != nil {
 		return fmt.Errorf("text encoder config: %w", err)
 	}
@@ -137,10 +188,10 @@ func writeAll(dir string) error {
 		shapes                  map[string][]int
 		seed                    uint64
 	}{
-		{"unet", "diffusion_pytorch_model.safetensors", unetConfig, ucfg.WeightShapes(false), 1},
-		{"controlnet", "diffusion_pytorch_model.safetensors", controlNetConfig, ccfg.WeightShapes(true), 2},
-		{"vae", "diffusion_pytorch_model.safetensors", vaeConfig, vcfg.WeightShapes(), 3},
-		{"text_encoder", "model.safetensors", string(teJSON), tcfg.WeightShapes(), 4},
+		{"unet", "diffusion_pytorch_model.safetensors", sp.unet, ucfg.WeightShapes(false), 1},
+		{"controlnet", "diffusion_pytorch_model.safetensors", sp.controlNet, ccfg.WeightShapes(true), 2},
+		{"vae", "diffusion_pytorch_model.safetensors", sp.vae, vcfg.WeightShapes(), 3},
+		{"text_encoder", "model.safetensors", sp.textEncoder, tcfg.WeightShapes(), 4},
 	}
 	for _, c := range components {
 		sub := filepath.Join(dir, c.folder)
@@ -154,24 +205,19 @@ func writeAll(dir string) error {
 			return fmt.Errorf("%s: %w", c.folder, err)
 		}
 	}
-	files := map[string]string{
-		"model_index.json":                  modelIndex,
-		"scheduler/scheduler_config.json":   schedulerConfig,
-		"tokenizer/merges.txt":              "#version: 0.2\n" + strings.Join(merges, "\n") + "\n",
-		"tokenizer/special_tokens_map.json": `{"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}`,
-		"tokenizer/tokenizer_config.json":   `{"model_max_length": 77, "do_lower_case": true, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer"}`,
+	files := map[string][]byte{
+		"model_index.json":                []byte(modelIndex),
+		"scheduler/scheduler_config.json": []byte(sp.scheduler),
 	}
-	vocabJSON, err := json.Marshal(vocab)
-	if err != nil {
-		return err
+	for name, data := range sp.files {
+		files[name] = data
 	}
-	files["tokenizer/vocab.json"] = string(vocabJSON)
 	for name, content := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(p, content, 0o644); err != nil {
 			return err
 		}
 	}
@@ -181,12 +227,13 @@ func writeAll(dir string) error {
 func writeRandomWeights(path string, shapes map[string][]int, seed uint64) error {
 	src := nn.RandomSource{Shapes: shapes, DType: safetensors.F32, Seed: seed}
 	tensors := make([]safetensors.Tensor, 0, len(shapes))
-	for name := range shapes {
-		dt, shape, data, err := src.Tensor(name)
-		if err != nil {
-			return err
-		}
-		tensors = append(tensors, safetensors.Tensor{Name: name, DType: dt, Shape: shape, Data: data})
+	for name, shape := range shapes {
+		// Generated as the writer reaches each tensor: a full-size model
+		// never sits in memory whole.
+		tensors = append(tensors, safetensors.Tensor{Name: name, DType: safetensors.F32, Shape: shape, Load: func() ([]byte, error) {
+			_, _, data, err := src.Tensor(name)
+			return data, err
+		}})
 	}
 	return safetensors.Write(path, tensors, map[string]string{"format": "pt", "generator": "controlfn demo-model"})
 }
