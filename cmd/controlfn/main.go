@@ -23,6 +23,7 @@ var commands = map[string]command{
 	"compile":       {"compile a checkpoint, ControlNets and LoRAs into a verified fp16 bundle", runCompile},
 	"inspect":       {"print a bundle's manifest summary and verify every hash", runInspect},
 	"serve":         {"serve a bundle over HTTP (edge nodes)", runServe},
+	"bench":         {"measure a bundle: cold start, stages, step time, peak RSS, fp32 vs fp16 weights", runBench},
 }
 
 func usage() {
