@@ -178,26 +178,26 @@ func (w *Weights) tensor(name string, layout Layout) (*tensors.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Build each tensor directly in a device (shared) buffer: a host copy
+	// next to the device one would double the model's memory, and garbage
+	// copies make the Go heap grow to twice the model before it collects.
 	var t *tensors.Tensor
 	if w.precision == Widen && gdt != dtypes.Float32 {
-		f32, err := safetensors.DecodeFloat32(data, dt)
-		if err != nil {
+		if t, err = tensors.FromShapeForBackend(w.backend, 0, shapes.Make(dtypes.Float32, shape...)); err != nil {
+			return nil, fmt.Errorf("upload: %w", err)
+		}
+		var derr error
+		if err := tensors.MutableFlatData(t, func(flat []float32) { derr = safetensors.DecodeFloat32Into(flat, data, dt) }); err != nil {
 			return nil, err
 		}
-		t = tensors.FromFlatDataAndDimensions(f32, shape...)
-	} else {
-		t = tensors.FromShape(shapes.Make(gdt, shape...))
-		if layout == AsStored {
-			// arrange returned the mapped bytes themselves: copy, since the
-			// tensor must outlive the checkpoint mapping.
-			data = append([]byte(nil), data...)
+		if derr != nil {
+			return nil, derr
 		}
-		if err := t.MutableBytes(func(b []byte) { copy(b, data) }); err != nil {
-			return nil, err
-		}
+	} else if t, err = tensors.FromRaw(w.backend, 0, shapes.Make(gdt, shape...), data); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
 	}
-	// Move to the device now and free the host copy: otherwise every weight
-	// is held twice (host tensor and device buffer), doubling model memory.
+	// A backend without shared buffers got host tensors: move them now and
+	// drop the host copy.
 	if err := t.ToDevice(w.backend, 0); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
 	}

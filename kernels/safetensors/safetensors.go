@@ -591,8 +591,27 @@ func DecodeFloat32(raw []byte, dt DType) ([]float32, error) {
 	if len(raw)%dt.Size() != 0 {
 		return nil, fmt.Errorf("%d bytes is not a whole number of %s elements", len(raw), dt)
 	}
-	n := len(raw) / dt.Size()
-	out := make([]float32, n)
+	out := make([]float32, len(raw)/dt.Size())
+	decodeInto(out, raw, dt)
+	return out, nil
+}
+
+// DecodeFloat32Into is DecodeFloat32 writing into out, which must hold
+// exactly the elements of raw: loaders decode straight into a device buffer
+// instead of making a garbage copy of every weight.
+func DecodeFloat32Into(out []float32, raw []byte, dt DType) error {
+	if !dt.IsFloat() {
+		return fmt.Errorf("%q is not a floating-point type", string(dt))
+	}
+	if len(raw) != len(out)*dt.Size() {
+		return fmt.Errorf("%d bytes of %s do not fill %d float32 values", len(raw), dt, len(out))
+	}
+	decodeInto(out, raw, dt)
+	return nil
+}
+
+// decodeInto converts; the caller has checked dt and the lengths.
+func decodeInto(out []float32, raw []byte, dt DType) {
 	switch dt {
 	case F32:
 		for i := range out {
@@ -619,5 +638,4 @@ func DecodeFloat32(raw []byte, dt DType) ([]float32, error) {
 			out[i] = E4M3ToFloat32(b)
 		}
 	}
-	return out, nil
 }
