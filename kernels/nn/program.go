@@ -92,6 +92,8 @@ type Weights struct {
 	mu     sync.Mutex
 	loaded map[weightKey]*tensors.Tensor
 	used   map[string]bool
+	// scratch holds a rearranged weight until it is copied to the device.
+	scratch []byte
 }
 
 type weightKey struct {
@@ -174,7 +176,7 @@ func (w *Weights) tensor(name string, layout Layout) (*tensors.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	shape, data, err = arrange(layout, dt.Size(), shape, data)
+	shape, data, err = arrange(layout, dt.Size(), shape, data, &w.scratch)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +202,11 @@ func (w *Weights) tensor(name string, layout Layout) (*tensors.Tensor, error) {
 	// drop the host copy.
 	if err := t.ToDevice(w.backend, 0); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
+	}
+	// The stored bytes are on the device now; a memory-mapped source can
+	// drop its pages so they do not count twice in the process's memory.
+	if r, ok := w.src.(interface{ Release(name string) }); ok {
+		r.Release(name)
 	}
 	w.loaded[key] = t
 	w.used[name] = true

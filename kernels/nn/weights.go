@@ -47,6 +47,9 @@ func (s FileSource) Has(name string) bool {
 	return ok
 }
 
+// Release drops the mapped pages of a weight already copied elsewhere.
+func (s FileSource) Release(name string) { s.File.Release(s.Prefix + name) }
+
 // Names lists the weights under the prefix, without it.
 func (s FileSource) Names() []string {
 	var out []string
@@ -86,8 +89,10 @@ func (l Layout) String() string {
 	return fmt.Sprintf("layout(%d)", int(l))
 }
 
-// arrange applies the layout to a stored tensor's bytes.
-func arrange(l Layout, elem int, shape []int, data []byte) ([]int, []byte, error) {
+// arrange applies the layout to a stored tensor's bytes. A rearranged
+// tensor is written into *scratch (grown as needed and reused by the
+// caller), so loading a model makes no per-tensor garbage.
+func arrange(l Layout, elem int, shape []int, data []byte, scratch *[]byte) ([]int, []byte, error) {
 	switch l {
 	case AsStored:
 		return shape, data, nil
@@ -99,19 +104,19 @@ func arrange(l Layout, elem int, shape []int, data []byte) ([]int, []byte, error
 		default:
 			return nil, nil, fmt.Errorf("layout %s needs a [out, in] or [out, in, 1, 1] weight, got %v", l, shape)
 		}
-		return permute(elem, shape, data, []int{1, 0})
+		return permute(elem, shape, data, []int{1, 0}, scratch)
 	case HWIO:
 		if len(shape) != 4 {
 			return nil, nil, fmt.Errorf("layout %s needs a [out, in, kh, kw] weight, got %v", l, shape)
 		}
-		return permute(elem, shape, data, []int{2, 3, 1, 0})
+		return permute(elem, shape, data, []int{2, 3, 1, 0}, scratch)
 	}
 	return nil, nil, fmt.Errorf("unknown layout %d", int(l))
 }
 
 // permute transposes an n-d array of elem-byte elements: out axis i is input
 // axis perm[i].
-func permute(elem int, shape []int, data []byte, perm []int) ([]int, []byte, error) {
+func permute(elem int, shape []int, data []byte, perm []int, scratch *[]byte) ([]int, []byte, error) {
 	n := 1
 	for _, d := range shape {
 		n *= d
@@ -132,7 +137,10 @@ func permute(elem int, shape []int, data []byte, perm []int) ([]int, []byte, err
 		outShape[i] = shape[p]
 		strides[i] = inStrides[p]
 	}
-	out := make([]byte, len(data))
+	if cap(*scratch) < len(data) {
+		*scratch = make([]byte, len(data))
+	}
+	out := (*scratch)[:len(data)]
 	idx := make([]int, rank)
 	src := 0
 	for o := 0; o < n; o++ {

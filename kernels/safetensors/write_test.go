@@ -284,3 +284,29 @@ func TestWriteStreamingLoad(t *testing.T) {
 		t.Errorf("failed write left %s", bad)
 	}
 }
+
+// Release drops pages, not data: the tensor reads back unchanged.
+func TestReleaseKeepsData(t *testing.T) {
+	vals := make([]float32, 5000) // spans more than one page
+	for i := range vals {
+		vals[i] = float32(i)
+	}
+	path := filepath.Join(t.TempDir(), "r.safetensors")
+	if err := Write(path, []Tensor{Float32Tensor("w", []int{len(vals)}, vals), Float32Tensor("b", []int{3}, []float32{1, 2, 3})}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Release("w")
+	f.Release("missing")
+	got, _, err := f.Float32s("w")
+	if err != nil || !slices.Equal(got, vals) {
+		t.Fatalf("after Release: %v", err)
+	}
+	if b, _, _ := f.Float32s("b"); !slices.Equal(b, []float32{1, 2, 3}) {
+		t.Errorf("neighbour changed: %v", b)
+	}
+}
