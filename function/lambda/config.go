@@ -11,15 +11,15 @@ import (
 
 // Environment variables read by ConfigFromEnv.
 const (
-	EnvInputBucket     = "CONTROLFN_INPUT_BUCKET"
-	EnvInputPrefix     = "CONTROLFN_INPUT_PREFIX"
-	EnvOutputBucket    = "CONTROLFN_OUTPUT_BUCKET"
-	EnvOutputPrefix    = "CONTROLFN_OUTPUT_PREFIX"
-	EnvS3Endpoint      = "CONTROLFN_S3_ENDPOINT"
-	EnvS3PathStyle     = "CONTROLFN_S3_PATH_STYLE"
-	EnvURLObjectKeys   = "CONTROLFN_URL_OBJECT_KEYS"
-	EnvDeadlineMargin  = "CONTROLFN_DEADLINE_MARGIN"
-	EnvLogPrompts      = "CONTROLFN_LOG_PROMPTS"
+	EnvInputBucket    = "CONTROLFN_INPUT_BUCKET"
+	EnvInputPrefix    = "CONTROLFN_INPUT_PREFIX"
+	EnvOutputBucket   = "CONTROLFN_OUTPUT_BUCKET"
+	EnvOutputPrefix   = "CONTROLFN_OUTPUT_PREFIX"
+	EnvS3Endpoint     = "CONTROLFN_S3_ENDPOINT"
+	EnvS3PathStyle    = "CONTROLFN_S3_PATH_STYLE"
+	EnvURLObjectKeys  = "CONTROLFN_URL_OBJECT_KEYS"
+	EnvDeadlineMargin = "CONTROLFN_DEADLINE_MARGIN"
+	EnvLogPrompts     = "CONTROLFN_LOG_PROMPTS"
 	// EnvRuntimeAPI is set by Lambda (and aws-lambda-rie) for a runtime.
 	EnvRuntimeAPI = "AWS_LAMBDA_RUNTIME_API"
 )
@@ -62,7 +62,9 @@ type Config struct {
 	URLObjectKeys bool
 	// DeadlineMargin is kept back from the invocation deadline to reply
 	// after a generation is stopped; at most a quarter of the time
-	// remaining at the start of an invocation is kept back.
+	// remaining at the start of an invocation is kept back. The pipeline
+	// stops between denoising steps, so the margin must cover the longest
+	// step plus the reply (and, for events, writing the outputs).
 	DeadlineMargin time.Duration
 	// LogPrompts adds prompts to the HTTP request log lines (debugging).
 	LogPrompts bool

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,16 +118,20 @@ type invocation struct {
 	event  string
 	status string
 	attrs  []slog.Attr
+	// timeout is set when the deadline stopped a generation, for the
+	// HTTP path to word its 504 (the server words it by its own timeout).
+	timeout *TimeoutError
 }
 
 type invocationKey struct{}
 
 // Invoke implements lambda.Handler. A failure of one request is part of
-// the event's reply (an HTTP status, a JSON error, batchItemFailures); an
-// error is returned, and becomes a Lambda function error, only for events
-// that cannot be served at all and for direct invokes that failed on our
-// side (timeout, internal), so that Lambda's retries and error metrics
-// see them. No input makes it panic.
+// the event's reply (an HTTP status, a JSON error, batchItemFailures, an
+// .error.json); an error is returned, and becomes a Lambda function error,
+// only for events that cannot be served at all, for direct invokes that
+// failed on our side (timeout, internal) and for S3 events with records
+// that did, so that Lambda's retries and error metrics see them. No input
+// makes it panic.
 func (h *Handler) Invoke(ctx context.Context, payload []byte) (out []byte, err error) {
 	inv := h.begin(ctx)
 	defer func() {
@@ -168,8 +173,12 @@ func (h *Handler) begin(ctx context.Context) *invocation {
 
 func (h *Handler) end(ctx context.Context, inv *invocation, err error) {
 	level := slog.LevelInfo
-	if err != nil || inv.status == "internal" || inv.status == "timeout" {
+	switch {
+	case err != nil, inv.status == "internal", inv.status == "timeout", inv.status == "failed",
+		strings.HasPrefix(inv.status, "5"): // an HTTP status
 		level = slog.LevelError
+	case inv.status == "partial":
+		level = slog.LevelWarn
 	}
 	attrs := make([]slog.Attr, 0, 8+len(inv.attrs))
 	attrs = append(attrs,
@@ -296,7 +305,8 @@ func (h *Handler) generate(ctx context.Context, inv *invocation, id string, req 
 	if err != nil {
 		var fe *schema.FieldError
 		if !errors.As(err, &fe) && errors.Is(genCtx.Err(), context.DeadlineExceeded) && inv != nil {
-			return nil, &TimeoutError{Budget: inv.budget, Margin: h.cfg.DeadlineMargin, Err: err}
+			inv.timeout = &TimeoutError{Budget: inv.budget, Margin: h.cfg.DeadlineMargin, Err: err}
+			return nil, inv.timeout
 		}
 		return nil, err
 	}
@@ -323,6 +333,10 @@ func safeGenerate(ctx context.Context, gen server.Generator, req schema.Request)
 	}()
 	return gen.Generate(ctx, req)
 }
+
+// errOutOfTime fails the records of a batch that were not started before
+// the deadline; Lambda redelivers them.
+var errOutOfTime = fmt.Errorf("not started: the invocation ran out of time: %w", context.DeadlineExceeded)
 
 // TimeoutError reports a generation stopped at the invocation deadline.
 // It unwraps to context.DeadlineExceeded.
@@ -359,6 +373,8 @@ func describe(err error) failure {
 		return failure{kind: "bad_request", status: http.StatusBadRequest, field: fe.Field, msg: fe.Msg}
 	case errors.As(err, &te):
 		return failure{kind: "timeout", status: http.StatusGatewayTimeout, msg: te.Error(), detail: te.Err.Error()}
+	case errors.Is(err, context.DeadlineExceeded):
+		return failure{kind: "timeout", status: http.StatusGatewayTimeout, msg: err.Error()}
 	}
 	return failure{kind: "internal", status: http.StatusInternalServerError,
 		msg: "internal error; the function's log has details under this request id", detail: err.Error()}

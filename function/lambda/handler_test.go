@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/google/uuid"
 
@@ -203,6 +204,20 @@ func TestDeadline(t *testing.T) {
 	// The process stays healthy: the next request runs.
 	if _, err := env.invoke(t, testRequest(t, nil)); err != nil {
 		t.Errorf("after a timeout: %v", err)
+	}
+
+	// Through a Function URL, a 504 that names the invocation's budget.
+	ctx = lambdaContext(t, 500*time.Millisecond)
+	out, err := env.h.Invoke(ctx, httpEventPayload(t, "POST", "/v1/generate", "", nil, testRequest(t, map[string]any{"prompt": fakegen.PromptSlow}), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp events.LambdaFunctionURLResponse
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 504 || !strings.Contains(resp.Body, "invocation's") || ctx.Err() != nil {
+		t.Errorf("reply %d %s (context %v)", resp.StatusCode, resp.Body, ctx.Err())
 	}
 }
 

@@ -192,3 +192,5 @@ func (f genFunc) Generate(ctx context.Context, req schema.Request) (*schema.Resp
 func (f genFunc) Info() schema.ModelInfo { return fakegen.New(fakegen.Options{}).Info() }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

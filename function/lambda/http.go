@@ -66,6 +66,9 @@ func (h *Handler) httpEvent(ctx context.Context, inv *invocation, payload []byte
 			return nil, err
 		}
 	}
+	if resp.StatusCode == http.StatusGatewayTimeout && inv.timeout != nil {
+		rewordTimeout(&resp, inv.timeout)
+	}
 	resp.Headers[HeaderColdStart] = strconv.FormatBool(inv.cold)
 	if inv.cold {
 		resp.Headers[HeaderInitMS] = strconv.FormatFloat(ms(h.initDur), 'f', 3, 64)
@@ -187,6 +190,20 @@ func isText(contentType string) bool {
 		return true
 	}
 	return false
+}
+
+// rewordTimeout replaces the message of the server's 504, which names the
+// server's own generation timeout, with the invocation deadline's.
+func rewordTimeout(resp *events.LambdaFunctionURLResponse, te *TimeoutError) {
+	var body errorBody
+	if resp.IsBase64Encoded || json.Unmarshal([]byte(resp.Body), &body) != nil {
+		return
+	}
+	body.Error.Message = te.Error()
+	if data, err := json.Marshal(body); err == nil {
+		resp.Body = string(data)
+		resp.Headers["Content-Length"] = strconv.Itoa(len(data))
+	}
 }
 
 // jsonError is an error response in the server's format.

@@ -196,7 +196,7 @@ func TestHTTP(t *testing.T) {
 	}
 }
 
-func TestHTTPWarmAndRequestID(t *testing.T) {
+func TestHTTPColdThenWarm(t *testing.T) {
 	env := newTestEnv(t, nil, nil)
 	for i, wantCold := range []string{"true", "false"} {
 		ctx := lambdaContext(t, 5*time.Second)

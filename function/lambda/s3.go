@@ -47,8 +47,25 @@ type S3Result struct {
 	Reason    string   `json:"reason,omitempty"`
 	RequestID string   `json:"request_id,omitempty"`
 	Outputs   []string `json:"outputs,omitempty"`
-	// kind is the failure kind, for the log.
-	kind string
+	// Kind is the kind of failure of a rejected or failed record:
+	// bad_request, timeout or internal.
+	Kind string `json:"kind,omitempty"`
+	// detail is the internal cause of a failure, for the log only.
+	detail string
+}
+
+// s3Log is an S3Result as the log shows it.
+type s3Log struct {
+	S3Result
+	Detail string `json:"detail,omitempty"`
+}
+
+func logResults(results []S3Result) []s3Log {
+	out := make([]s3Log, len(results))
+	for i, r := range results {
+		out[i] = s3Log{r, r.detail}
+	}
+	return out
 }
 
 // s3Event serves S3 event notifications: a control image created under
@@ -82,7 +99,7 @@ func (h *Handler) s3Records(ctx context.Context, inv *invocation, payload []byte
 	for _, rec := range ev.Records {
 		if inv.hasDeadline && time.Now().After(inv.deadline) {
 			results = append(results, S3Result{Bucket: rec.S3.Bucket.Name, Key: rec.S3.Object.URLDecodedKey,
-				Status: S3Failed, Reason: "not started: the invocation ran out of time", kind: "timeout"})
+				Status: S3Failed, Reason: errOutOfTime.Error(), Kind: "timeout"})
 			continue
 		}
 		results = append(results, h.s3Record(ctx, inv, rec))
@@ -98,13 +115,13 @@ func summarize(inv *invocation, results []S3Result) (string, error) {
 	for _, r := range results {
 		counts[r.Status]++
 		if r.Status == S3Failed {
-			failed = append(failed, ObjectRef{r.Bucket, r.Key}.String()+": "+r.Reason)
+			failed = append(failed, fmt.Sprintf("%s (request id %s): %s", ObjectRef{r.Bucket, r.Key}, r.RequestID, r.Reason))
 		}
 	}
 	inv.attrs = append(inv.attrs, slog.Int("records", len(results)),
 		slog.Int("done", counts[S3Done]), slog.Int("ignored", counts[S3Ignored]),
 		slog.Int("rejected", counts[S3Rejected]), slog.Int("failed", counts[S3Failed]),
-		slog.Any("results", results))
+		slog.Any("results", logResults(results)))
 	if len(failed) > 0 {
 		return "failed", fmt.Errorf("%d of %d S3 records failed: %s", len(failed), len(results), strings.Join(failed, "; "))
 	}
@@ -165,12 +182,9 @@ func (h *Handler) s3Record(ctx context.Context, inv *invocation, rec events.S3Ev
 		return res
 	}
 	f := describe(err)
-	res.kind, res.Reason = f.kind, f.msg
+	res.Kind, res.Reason, res.detail = f.kind, f.msg, f.detail
 	if f.field != "" {
 		res.Reason = f.field + ": " + f.msg
-	}
-	if f.detail != "" {
-		res.Reason += " (" + f.detail + ")"
 	}
 	if f.kind != "bad_request" {
 		res.Status = S3Failed
@@ -180,7 +194,8 @@ func (h *Handler) s3Record(ctx context.Context, inv *invocation, rec events.S3Ev
 	// error is the output, where the client looks for one.
 	errKey := base + ".error.json"
 	if err := h.writeError(ctx, outBucket, errKey, f, res.RequestID, src); err != nil {
-		res.Status, res.kind, res.Reason = S3Failed, "internal", res.Reason+"; "+err.Error()
+		res.Status, res.Kind, res.detail = S3Failed, "internal", err.Error()
+		res.Reason = "internal error; the function's log has details under this request id"
 		return res
 	}
 	res.Status, res.Outputs = S3Rejected, []string{errKey}

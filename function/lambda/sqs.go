@@ -3,7 +3,6 @@ package lambda
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -44,7 +43,7 @@ func (h *Handler) sqsEvent(ctx context.Context, inv *invocation, payload []byte)
 	for _, m := range ev.Records {
 		var err error
 		if inv.hasDeadline && time.Now().After(inv.deadline) {
-			err = errors.New("not started: the invocation ran out of time")
+			err = errOutOfTime
 		} else {
 			err = h.sqsMessage(ctx, inv, m)
 		}
@@ -105,7 +104,7 @@ func (h *Handler) s3Notification(ctx context.Context, inv *invocation, body []by
 	if err != nil {
 		return &schema.FieldError{Msg: err.Error()}
 	}
-	inv.attrs = append(inv.attrs, slog.Any("s3_results", results))
+	inv.attrs = append(inv.attrs, slog.Any("s3_results", logResults(results)))
 	for _, r := range results {
 		if r.Status == S3Failed {
 			return fmt.Errorf("%s: %s", ObjectRef{r.Bucket, r.Key}, r.Reason)

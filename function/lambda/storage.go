@@ -77,9 +77,6 @@ func NewS3Store(ctx context.Context, opts S3Options) (*S3Store, error) {
 	return &S3Store{client: client}, nil
 }
 
-// NewS3StoreFromClient wraps an existing client.
-func NewS3StoreFromClient(client *s3.Client) *S3Store { return &S3Store{client: client} }
-
 // Get implements ObjectStore.
 func (s *S3Store) Get(ctx context.Context, bucket, key string, limit int64) (*Object, error) {
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
