@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/controlfn/controlfn/function/lambda"
 )
 
 type command struct {
@@ -23,6 +25,7 @@ var commands = map[string]command{
 	"compile":       {"compile a checkpoint, ControlNets and LoRAs into a verified fp16 bundle", runCompile},
 	"inspect":       {"print a bundle's manifest summary and verify every hash", runInspect},
 	"serve":         {"serve a bundle over HTTP (edge nodes)", runServe},
+	"lambda":        {"run the AWS Lambda handler (also the bootstrap when AWS_LAMBDA_RUNTIME_API is set)", runLambda},
 	"bench":         {"measure a bundle: cold start, stages, step time, peak RSS, fp32 vs fp16 weights", runBench},
 }
 
@@ -63,6 +66,14 @@ func ensureNoAsyncPreempt() {
 
 func main() {
 	ensureNoAsyncPreempt()
+	// Deployed as the Lambda "bootstrap", the binary gets no arguments.
+	if len(os.Args) < 2 && lambda.InLambda() {
+		if err := runLambda(nil); err != nil {
+			fmt.Fprintf(os.Stderr, "controlfn lambda: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
 		usage()
 		if len(os.Args) < 2 {

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/controlfn/controlfn/function/lambda"
+	"github.com/controlfn/controlfn/function/server"
+	"github.com/controlfn/controlfn/function/service"
+	"github.com/controlfn/controlfn/kernels/nn"
+)
+
+// EnvBundle names the bundle folder the Lambda function loads at init.
+const EnvBundle = "CONTROLFN_BUNDLE"
+
+func runLambda(args []string) error {
+	fs := flag.NewFlagSet("lambda", flag.ContinueOnError)
+	bundle := fs.String("bundle", os.Getenv(EnvBundle), "bundle folder (default $"+EnvBundle+")")
+	fp16 := fs.Bool("fp16-weights", os.Getenv("CONTROLFN_FP16_WEIGHTS") == "1", "keep weights fp16 on the device (half the memory)")
+	warm := fs.Bool("warm-up", os.Getenv("CONTROLFN_WARM_UP") != "0", "run one warm-up generation per bucket during init")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: controlfn lambda [--bundle DIR]\n\nThe AWS Lambda handler (Function URL, API Gateway v2, direct invoke, SQS, S3).\nThe binary also runs as the Lambda bootstrap when AWS_LAMBDA_RUNTIME_API is set.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *bundle == "" {
+		return errors.New("no bundle: pass --bundle or set " + EnvBundle)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	load := func() (server.Generator, error) {
+		opts := service.LoadOptions{WarmUp: *warm}
+		if *fp16 {
+			opts.Precision = nn.KeepStored
+		}
+		svc, cs, err := service.LoadBundle(*bundle, opts)
+		if err != nil {
+			return nil, err
+		}
+		logger.Info("init", "bundle", *bundle, "build_id", svc.Info().BuildID, "open_ms", cs.Open.Milliseconds(),
+			"load_ms", cs.Load.Milliseconds(), "compile_ms", cs.Compile.Milliseconds(), "warmup_ms", cs.WarmUp.Milliseconds(),
+			"total_ms", cs.Total.Milliseconds())
+		return svc, nil
+	}
+	return lambda.Main(load, lambda.Options{Logger: logger})
+}
