@@ -142,7 +142,18 @@ func tempSibling(final, purpose string) (string, error) {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", err
 	}
-	return os.MkdirTemp(parent, "."+filepath.Base(final)+"."+purpose+"-*")
+	dir, err := os.MkdirTemp(parent, "."+filepath.Base(final)+"."+purpose+"-*")
+	if err != nil {
+		return "", err
+	}
+	// MkdirTemp makes 0700; a bundle is read by whatever user the function
+	// runs as (Lambda's sandbox user is not the image's root), so it gets
+	// an ordinary readable mode.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.Remove(dir)
+		return "", err
+	}
+	return dir, nil
 }
 
 // replaceDir moves the complete directory tmp to final.
