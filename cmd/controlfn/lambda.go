@@ -19,7 +19,7 @@ const EnvBundle = "CONTROLFN_BUNDLE"
 func runLambda(args []string) error {
 	fs := flag.NewFlagSet("lambda", flag.ContinueOnError)
 	bundle := fs.String("bundle", os.Getenv(EnvBundle), "bundle folder (default $"+EnvBundle+")")
-	fp16 := fs.Bool("fp16-weights", os.Getenv("CONTROLFN_FP16_WEIGHTS") == "1", "keep weights fp16 on the device (half the memory)")
+	fp32 := fs.Bool("fp32-weights", os.Getenv("CONTROLFN_FP32_WEIGHTS") == "1", "widen weights to fp32 on the device (twice the weight memory)")
 	warm := fs.Bool("warm-up", os.Getenv("CONTROLFN_WARM_UP") != "0", "run one warm-up generation per bucket during init")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: controlfn lambda [--bundle DIR]\n\nThe AWS Lambda handler (Function URL, API Gateway v2, direct invoke, SQS, S3).\nThe binary also runs as the Lambda bootstrap when AWS_LAMBDA_RUNTIME_API is set.\n\n")
@@ -33,9 +33,9 @@ func runLambda(args []string) error {
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	load := func() (server.Generator, error) {
-		opts := service.LoadOptions{WarmUp: *warm}
-		if *fp16 {
-			opts.Precision = nn.KeepStored
+		opts := service.LoadOptions{WarmUp: *warm, Precision: nn.KeepStored}
+		if *fp32 {
+			opts.Precision = nn.Widen
 		}
 		svc, cs, err := service.LoadBundle(*bundle, opts)
 		if err != nil {

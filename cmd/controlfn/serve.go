@@ -20,7 +20,7 @@ func runServe(args []string) error {
 	bundle := fs.String("bundle", "", "compiled bundle folder")
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address HOST:PORT")
 	backendSpec := fs.String("backend", "go", "compute backend: go, or xla:cuda in a -tags xla build")
-	fp16 := fs.Bool("fp16-weights", false, "keep weights fp16 on the device (half the memory; slower matmuls on the Go backend)")
+	fp32 := fs.Bool("fp32-weights", false, "widen weights to fp32 on the device (twice the weight memory; see docs/BENCHMARKS.md)")
 	warm := fs.Bool("warm-up", true, "run one warm-up generation per bucket before reporting ready")
 	logPrompts := fs.Bool("log-prompts", false, "include prompt text in request logs (debug)")
 	fs.Usage = func() {
@@ -51,9 +51,9 @@ func runServe(args []string) error {
 			loadErr <- err
 			return
 		}
-		opts := service.LoadOptions{Backend: backend, WarmUp: *warm}
-		if *fp16 {
-			opts.Precision = nn.KeepStored
+		opts := service.LoadOptions{Backend: backend, WarmUp: *warm, Precision: nn.KeepStored}
+		if *fp32 {
+			opts.Precision = nn.Widen
 		}
 		s, cs, err := service.LoadBundle(*bundle, opts)
 		if err != nil {

@@ -23,8 +23,10 @@ type LoadOptions struct {
 	// Verify is how much of the bundle is hashed before use (default:
 	// every file, so a corrupt bundle never serves).
 	Verify artifacts.VerifyMode
-	// Precision: nn.Widen (fp32 weights on the device, fast on the Go
-	// backend) or nn.KeepStored (fp16, half the memory).
+	// Precision: nn.KeepStored (weights stay fp16 on the device, converted
+	// inside the graph: the front ends' default, measured as fast as fp32
+	// on the Go backend with half the weight memory) or nn.Widen (fp32 on
+	// the device). The zero value is nn.Widen.
 	Precision nn.Precision
 	// WarmUp runs one single-step generation per bucket so the first
 	// request pays for nothing.
