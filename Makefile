@@ -9,7 +9,7 @@ GO ?= go
 TORCH_PYTHON ?= /usr/bin/python3
 BIN := bin/controlfn
 
-.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean demo
+.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean demo device-check
 
 all: build
 
@@ -59,6 +59,11 @@ demo: build
 	./$(BIN) generate --bundle $(DEMO)/bundle --prompt "a photo of a red cube on a wooden table" \
 	  --negative-prompt "blurry, low quality" --control-image $(DEMO)/model/control.png \
 	  --steps 8 --seed 42 --out $(DEMO)/image.png
+
+# GPU check, run on the lent GPU machine (no Go there): see the script's
+# header for what to build and carry first.
+device-check:
+	bash infra/device/check.sh
 
 clean:
 	rm -rf bin out

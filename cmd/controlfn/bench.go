@@ -48,6 +48,7 @@ func runBench(args []string) error {
 	section := fs.String("section", "", "name of the docs/BENCHMARKS.md section to replace (empty: print only)")
 	out := fs.String("out", "docs/BENCHMARKS.md", "markdown file for --section")
 	title := fs.String("title", "", "heading line for the table")
+	backendSpec := fs.String("backend", "go", "compute backend: go, or xla:cuda in a -tags xla build")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func runBench(args []string) error {
 		return errors.New("--bundle is required")
 	}
 	if *jsonOut {
-		r, err := measureOnce(*bundle, *size, *steps, *precision)
+		r, err := measureOnce(*bundle, *size, *steps, *precision, *backendSpec)
 		if err != nil {
 			return err
 		}
@@ -71,7 +72,7 @@ func runBench(args []string) error {
 	}
 	var runs []benchRun
 	for _, p := range precs {
-		cmd := exec.Command(exe, "bench", "--json", "--bundle", *bundle, "--size", *size, "--steps", strconv.Itoa(*steps), "--precision", p)
+		cmd := exec.Command(exe, "bench", "--json", "--bundle", *bundle, "--size", *size, "--steps", strconv.Itoa(*steps), "--precision", p, "--backend", *backendSpec)
 		cmd.Stderr = os.Stderr
 		data, err := cmd.Output()
 		if err != nil {
@@ -83,7 +84,7 @@ func runBench(args []string) error {
 		}
 		runs = append(runs, r)
 	}
-	report := benchMarkdown(*title, runs)
+	report := benchMarkdown(*title, *backendSpec, runs)
 	fmt.Print(report)
 	if *section != "" {
 		return replaceSection(*out, *section, report)
@@ -91,8 +92,12 @@ func runBench(args []string) error {
 	return nil
 }
 
-func measureOnce(bundle, size string, steps int, precision string) (*benchRun, error) {
-	opts := service.LoadOptions{}
+func measureOnce(bundle, size string, steps int, precision, backendSpec string) (*benchRun, error) {
+	backend, err := nn.NewBackend(backendSpec)
+	if err != nil {
+		return nil, err
+	}
+	opts := service.LoadOptions{Backend: backend}
 	switch precision {
 	case "fp32":
 		opts.Precision = nn.Widen
@@ -145,12 +150,16 @@ func measureOnce(bundle, size string, steps int, precision string) (*benchRun, e
 	}, nil
 }
 
-func benchMarkdown(title string, runs []benchRun) string {
+func benchMarkdown(title, backendSpec string, runs []benchRun) string {
 	var b strings.Builder
 	if title != "" {
 		fmt.Fprintf(&b, "%s\n\n", title)
 	}
-	fmt.Fprintf(&b, "Machine: %s, Go backend (`%s`, GOEXPERIMENT=%s), %s.\n\n", cpuModel(), nn.GoBackendConfig, buildSetting("GOEXPERIMENT"), time.Now().UTC().Format("2006-01-02"))
+	backendDesc := fmt.Sprintf("Go backend (`%s`, GOEXPERIMENT=%s)", nn.GoBackendConfig, buildSetting("GOEXPERIMENT"))
+	if backendSpec != "go" {
+		backendDesc = "backend `" + backendSpec + "`"
+	}
+	fmt.Fprintf(&b, "Machine: %s, %s, %s.\n\n", cpuModel(), backendDesc, time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "| weights on device | size | cold start: open+verify / load / compile+upload / total (s) | text enc (ms) | step (s) | VAE decode (s) | PNG (ms) | peak RSS (GiB) | anon RSS at end (GiB) |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
 		cs := r.ColdStartMS

@@ -36,7 +36,7 @@ func runDemoModel(args []string) error {
 	fs := flag.NewFlagSet("demo-model", flag.ContinueOnError)
 	out := fs.String("out", "", "folder to create (must not exist)")
 	configs := fs.String("configs", "", "make a random-weight model of these configs instead (unet/, controlnet/, vae/, text_encoder/, scheduler/; e.g. ../shared/sd15-configs)")
-	tok := fs.String("tokenizer", "", "with --configs: the tokenizer folder to copy (its vocabulary must match text_encoder's)")
+	tok := fs.String("tokenizer", "", "with --configs: the tokenizer folder to copy (default: the built-in small vocabulary, whose ids fit any CLIP text encoder)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: controlfn demo-model --out DIR [--configs DIR --tokenizer DIR]\n\nWrites the built-in tiny random-weight SD1.5-architecture pipeline with a ControlNet\n(diffusers layout, own tokenizer, and a control image %s).\n\n", demomodel.ControlImageName)
 		fs.PrintDefaults()
@@ -49,9 +49,6 @@ func runDemoModel(args []string) error {
 		return errors.New("--out is required")
 	}
 	if *configs != "" {
-		if *tok == "" {
-			return errors.New("--configs needs --tokenizer")
-		}
 		if err := demomodel.WriteFromConfigs(*out, *configs, *tok); err != nil {
 			return err
 		}

@@ -85,9 +85,13 @@ func Write(dir string) error {
 // configDir (a diffusers-style folder with unet/, controlnet/, vae/,
 // text_encoder/ config.json and scheduler/scheduler_config.json, such as
 // the full-size SD1.5 configs benchmarks use), with the tokenizer files of
-// tokenizerDir, whose vocabulary must match the text encoder's.
+// tokenizerDir, or the built-in small vocabulary when tokenizerDir is empty
+// (its ids are valid for any CLIP text encoder, enough for benchmarks).
 func WriteFromConfigs(dir, configDir, tokenizerDir string) error {
 	sp := spec{files: map[string][]byte{}}
+	if tokenizerDir == "" {
+		sp.files = builtinSpec().files
+	}
 	for _, c := range []struct {
 		dst  *string
 		path string
@@ -102,6 +106,9 @@ func WriteFromConfigs(dir, configDir, tokenizerDir string) error {
 		*c.dst = string(data)
 	}
 	for _, name := range []string{"vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"} {
+		if tokenizerDir == "" {
+			break
+		}
 		data, err := os.ReadFile(filepath.Join(tokenizerDir, name))
 		if err != nil {
 			return fmt.Errorf("demo model: tokenizer: %w", err)
