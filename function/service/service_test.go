@@ -17,7 +17,7 @@ import (
 )
 
 // newService loads the golden tiny model behind the service adapter.
-func newService(t *testing.T) *Service {
+func newService(t testing.TB) *Service {
 	t.Helper()
 	comps, err := pipeline.LoadDiffusers(golden.Path(t, "tiny-sd15"))
 	if err != nil {
