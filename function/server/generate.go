@@ -86,13 +86,24 @@ func (h *Handler) generate(w http.ResponseWriter, r *http.Request, x *exchange) 
 		x.fail(w, http.StatusTooManyRequests, "busy", "", "a generation is already running in this process; retry")
 		return
 	}
-	defer h.busy.Store(false)
+	// The slot is freed as soon as the generation ends, before the
+	// response is written: a client that sends its next request the moment
+	// it has read this one must not find the slot still taken.
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			h.busy.Store(false)
+		}
+	}
+	defer release()
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.GenerateTimeout)
 	defer cancel()
 	cold := !h.started.Swap(true)
 	x.attrs = append(x.attrs, slog.Bool("cold", cold))
 	resp, err := h.run(ctx, req)
+	release()
 	if err == nil && resp == nil {
 		err = errors.New("generator returned neither a response nor an error")
 	}

@@ -526,3 +526,25 @@ func TestClientGoneCancelsGeneration(t *testing.T) {
 		t.Errorf("metrics lack the 499:\n%s", m.body)
 	}
 }
+
+// A client sending requests back to back (each as soon as the previous
+// response is read) never sees 429: the slot is free before the response
+// is written.
+func TestSequentialRequestsNeverBusy(t *testing.T) {
+	ready := make(chan struct{})
+	close(ready)
+	srv := httptest.NewServer(New(&fakeGen{}, Options{Ready: ready}))
+	defer srv.Close()
+	body := goodBody(t)
+	for i := 0; i < 200; i++ {
+		resp, err := http.Post(srv.URL+"/v1/generate", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+	}
+}
