@@ -24,6 +24,8 @@ var commands = map[string]command{
 	"generate":      {"generate images from a bundle (or a model folder) and control images", runGenerate},
 	"compile":       {"compile a checkpoint, ControlNets and LoRAs into a verified fp16 bundle", runCompile},
 	"inspect":       {"print a bundle's manifest summary and verify every hash", runInspect},
+	"pack":          {"pack a bundle as .tar.zst for shipping", runPack},
+	"unpack":        {"unpack and verify a packed bundle", runUnpack},
 	"serve":         {"serve a bundle over HTTP (edge nodes)", runServe},
 	"lambda":        {"run the AWS Lambda handler (also the bootstrap when AWS_LAMBDA_RUNTIME_API is set)", runLambda},
 	"bench":         {"measure a bundle: cold start, stages, step time, peak RSS, fp32 vs fp16 weights", runBench},
