@@ -211,15 +211,9 @@ func OpenModel(path string, opts Options) (*Model, error) {
 	if st.IsDir() {
 		return openDiffusersModel(path, opts)
 	}
-	if isPickle(path) {
-		return nil, pickleError(path)
-	}
-	if strings.ToLower(filepath.Ext(path)) != ".safetensors" {
-		return nil, fmt.Errorf("%s: not a checkpoint controlfn reads: want a diffusers folder or a .safetensors file", path)
-	}
-	f, err := safetensors.Open(path)
+	f, err := openFile(path, "a checkpoint", "a diffusers folder")
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: %w", err)
+		return nil, err
 	}
 	m, err := openSingleFileModel(f, opts)
 	if err != nil {
@@ -243,15 +237,9 @@ func OpenControlNet(path string, opts Options) (*ControlNet, error) {
 	if st.IsDir() {
 		return openDiffusersControlNet(path, opts)
 	}
-	if isPickle(path) {
-		return nil, pickleError(path)
-	}
-	if strings.ToLower(filepath.Ext(path)) != ".safetensors" {
-		return nil, fmt.Errorf("%s: not a ControlNet controlfn reads: want a diffusers ControlNet folder or a .safetensors file", path)
-	}
-	f, err := safetensors.Open(path)
+	f, err := openFile(path, "a ControlNet", "a diffusers ControlNet folder")
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: %w", err)
+		return nil, err
 	}
 	c, err := openSingleFileControlNet(f, opts)
 	if err != nil {
@@ -260,6 +248,23 @@ func OpenControlNet(path string, opts Options) (*ControlNet, error) {
 	}
 	c.files = append(c.files, f)
 	return c, nil
+}
+
+// openFile maps a single-file checkpoint after refusing pickles and
+// anything that is not safetensors; what and folder name the expected kind
+// in the error.
+func openFile(path, what, folder string) (*safetensors.File, error) {
+	if isPickle(path) {
+		return nil, pickleError(path)
+	}
+	if strings.ToLower(filepath.Ext(path)) != ".safetensors" {
+		return nil, fmt.Errorf("%s: not %s controlfn reads: want %s or a .safetensors file", path, what, folder)
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	return f, nil
 }
 
 // checkTokenizer verifies a CLIP tokenizer folder has its two files.
