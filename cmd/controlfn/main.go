@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/controlfn/controlfn/eval"
 	"github.com/controlfn/controlfn/function/lambda"
 )
 
@@ -24,6 +25,7 @@ var commands = map[string]command{
 	"generate":      {"generate images from a bundle (or a model folder) and control images", runGenerate},
 	"compile":       {"compile a checkpoint, ControlNets and LoRAs into a verified fp16 bundle", runCompile},
 	"inspect":       {"print a bundle's manifest summary and verify every hash", runInspect},
+	"eval":          {"compare the optimized (fp16, LoRA-merged) bundle with an fp32 reference: PSNR/SSIM/MS-SSIM and edge F1", eval.Command},
 	"pack":          {"pack a bundle as .tar.zst for shipping", runPack},
 	"unpack":        {"unpack and verify a packed bundle", runUnpack},
 	"serve":         {"serve a bundle over HTTP (edge nodes)", runServe},
