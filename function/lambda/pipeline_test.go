@@ -9,34 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/controlfn/controlfn/function/pipeline"
-	"github.com/controlfn/controlfn/function/schema"
-	"github.com/controlfn/controlfn/function/service"
 	"github.com/controlfn/controlfn/internal/golden"
+	"github.com/controlfn/controlfn/internal/testmodel"
 )
-
-// realGenerator is the warm model the Lambda runtime serves, over the
-// golden tiny SD1.5 + ControlNet model.
-func realGenerator(t *testing.T) *service.Service {
-	t.Helper()
-	comps, err := pipeline.LoadDiffusers(golden.Path(t, "tiny-sd15"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { comps.Close() })
-	p, err := pipeline.New(comps, pipeline.Options{Buckets: []pipeline.Bucket{{Width: 64, Height: 64, NumImages: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return service.New(p, schema.ModelInfo{BuildID: "tiny-build", Buckets: []schema.Size{{Width: 64, Height: 64}}, ControlNets: 1}, 0)
-}
 
 // An S3 event through the real pipeline writes the image diffusers makes
 // of the same request (golden e2e_extra_ref "seeded"), and a deadline
 // stops a generation between steps without harming the warm model.
 func TestRealPipeline(t *testing.T) {
-	env := newTestEnv(t, realGenerator(t), nil)
+	env := newTestEnv(t, testmodel.TinyService(t), nil)
 	control, err := os.ReadFile(golden.Path(t, "e2e_control_64.png"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package service
+package service_test
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/controlfn/controlfn/function/schema"
 	"github.com/controlfn/controlfn/internal/golden"
+	"github.com/controlfn/controlfn/internal/testmodel"
 )
 
 func benchRequestBody(b *testing.B) []byte {
@@ -52,7 +53,7 @@ func BenchmarkRequestOverhead(b *testing.B) {
 // BenchmarkTinyRequest is one full request (4 DDIM steps, CFG, 64×64) on
 // the golden tiny model through the service.
 func BenchmarkTinyRequest(b *testing.B) {
-	svc := newService(b)
+	svc := testmodel.TinyService(b)
 	body := benchRequestBody(b)
 	req, err := schema.Decode(body, svc.Info())
 	if err != nil {

@@ -1,4 +1,4 @@
-package service
+package service_test
 
 import (
 	"bytes"
@@ -10,33 +10,17 @@ import (
 	"os"
 	"testing"
 
-	"github.com/controlfn/controlfn/function/pipeline"
 	"github.com/controlfn/controlfn/function/schema"
 	"github.com/controlfn/controlfn/function/server"
 	"github.com/controlfn/controlfn/internal/golden"
+	"github.com/controlfn/controlfn/internal/testmodel"
 )
-
-// newService loads the golden tiny model behind the service adapter.
-func newService(t testing.TB) *Service {
-	t.Helper()
-	comps, err := pipeline.LoadDiffusers(golden.Path(t, "tiny-sd15"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { comps.Close() })
-	p, err := pipeline.New(comps, pipeline.Options{Buckets: []pipeline.Bucket{{Width: 64, Height: 64, NumImages: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return New(p, schema.ModelInfo{BuildID: "test-build", Buckets: []schema.Size{{Width: 64, Height: 64}}, ControlNets: 1}, 0)
-}
 
 // A JSON request through the edge HTTP handler reproduces diffusers'
 // seeded e2e case: prompt text, a PNG control map, DDIM 4 steps, CFG 7.5,
 // torch.Generator seed 31337 (golden e2e_extra_ref "seeded").
 func TestHTTPRequestMatchesDiffusers(t *testing.T) {
-	svc := newService(t)
+	svc := testmodel.TinyService(t)
 	ready := make(chan struct{})
 	close(ready)
 	h := server.New(svc, server.Options{Ready: ready})
@@ -64,7 +48,7 @@ func TestHTTPRequestMatchesDiffusers(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 		t.Fatal(err)
 	}
-	if resp.Seed != 31337 || resp.BuildID != "test-build" || resp.RequestID == "" || len(resp.Images) != 1 || resp.Steps != 4 {
+	if resp.Seed != 31337 || resp.BuildID != testmodel.BuildID || resp.RequestID == "" || len(resp.Images) != 1 || resp.Steps != 4 {
 		t.Fatalf("response %+v", resp)
 	}
 	img, err := png.Decode(bytes.NewReader(resp.Images[0].Data))
@@ -92,7 +76,7 @@ func TestHTTPRequestMatchesDiffusers(t *testing.T) {
 }
 
 func TestFieldErrors(t *testing.T) {
-	svc := newService(t)
+	svc := testmodel.TinyService(t)
 	ready := make(chan struct{})
 	close(ready)
 	h := server.New(svc, server.Options{Ready: ready})
