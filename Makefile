@@ -9,7 +9,7 @@ GO ?= go
 TORCH_PYTHON ?= /usr/bin/python3
 BIN := bin/controlfn
 
-.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean demo device-check
+.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean demo device-check image image-edge
 
 all: build
 
@@ -59,6 +59,14 @@ demo: build
 	./$(BIN) generate --bundle $(DEMO)/bundle --prompt "a photo of a red cube on a wooden table" \
 	  --negative-prompt "blurry, low quality" --control-image $(DEMO)/model/control.png \
 	  --steps 8 --seed 42 --out $(DEMO)/image.png
+
+# Container images (need a Docker engine; none runs on the dev/CI machines):
+# the Lambda image with a bundle baked in, and the edge server image.
+BUNDLE ?= out/demo/bundle
+image:
+	docker build -f infra/Dockerfile --build-arg BUNDLE_DIR=$(BUNDLE) -t controlfn:latest .
+image-edge:
+	docker build -f infra/Dockerfile --target edge -t controlfn-edge:latest .
 
 # GPU check, run on the lent GPU machine (no Go there): see the script's
 # header for what to build and carry first.

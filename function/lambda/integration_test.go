@@ -28,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/controlfn/controlfn/artifacts"
 	"github.com/controlfn/controlfn/function/lambda/internal/fakegen"
 )
 
@@ -515,4 +516,69 @@ func TestRIEWithMinIO(t *testing.T) {
 			t.Errorf("error record %s", e)
 		}
 	})
+}
+
+// A packed bundle in S3 is fetched and unpacked, verified, at init; a
+// second init reuses it; a bad URI or a corrupt archive is an error.
+func TestFetchBundle(t *testing.T) {
+	m := startMinIO(t)
+	m.bucket(t, "bundles")
+	// A tiny valid bundle: one file and its manifest, written by artifacts.
+	src := filepath.Join(t.TempDir(), "bundle")
+	w, err := artifacts.NewWriter(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.AddBytes(artifacts.SchedulerConfigPath, []byte(`{"_class_name": "DDIMScheduler"}`)); err != nil {
+		t.Fatal(err)
+	}
+	wf, err := w.AddBytes("weights/unet.safetensors", []byte("not really weights"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := w.AddBytes("configs/unet.json", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(&artifacts.Manifest{ToolVersion: "test", DType: artifacts.DTypeFloat16,
+		Sources: []artifacts.Source{{Path: "model", Role: "checkpoint", Size: 1, SHA256: strings.Repeat("0", 64)}},
+		Buckets: []artifacts.Bucket{{Width: 64, Height: 64, Batch: 1}},
+		Components: []artifacts.Component{{Name: "unet", Kind: artifacts.KindUNet, Config: cf.Path, Weights: wf.Path,
+			Tensors: 1, Bytes: wf.Size, SHA256: wf.SHA256}}}); err != nil {
+		t.Fatal(err)
+	}
+	var packed bytes.Buffer
+	if _, err := artifacts.Pack(src, &packed, artifacts.PackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	m.put(t, "bundles", "demo.tar.zst", packed.Bytes(), nil)
+	m.put(t, "bundles", "bad.tar.zst", packed.Bytes()[:packed.Len()/2], nil)
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": m.user, "AWS_SECRET_ACCESS_KEY": m.password, "AWS_SESSION_TOKEN": "",
+		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+		"AWS_REGION": "", "AWS_EC2_METADATA_DISABLED": "true",
+	} {
+		t.Setenv(k, v)
+	}
+	store, err := NewS3Store(t.Context(), S3Options{Endpoint: m.endpoint, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "fetched")
+	b, err := store.FetchBundle(t.Context(), "s3://bundles/demo.tar.zst", dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(b.Path(artifacts.SchedulerConfigPath)); err != nil {
+		t.Errorf("unpacked bundle lacks its file: %v", err)
+	}
+	if _, err := store.FetchBundle(t.Context(), "s3://bundles/demo.tar.zst", dest); err != nil {
+		t.Errorf("second init: %v", err)
+	}
+	if _, err := store.FetchBundle(t.Context(), "s3://bundles/bad.tar.zst", filepath.Join(t.TempDir(), "bad")); err == nil {
+		t.Error("a truncated archive was accepted")
+	}
+	if _, err := store.FetchBundle(t.Context(), "s3://bundles", dest); err == nil {
+		t.Error("a URI without a key was accepted")
+	}
 }
