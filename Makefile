@@ -9,7 +9,7 @@ GO ?= go
 TORCH_PYTHON ?= /usr/bin/python3
 BIN := bin/controlfn
 
-.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean demo device-check image image-edge
+.PHONY: all build test vet fmt-check fuzz bench bench-kernels build-xla clean demo device-check image image-edge loadtest
 
 all: build
 
@@ -59,6 +59,21 @@ demo: build
 	./$(BIN) generate --bundle $(DEMO)/bundle --prompt "a photo of a red cube on a wooden table" \
 	  --negative-prompt "blurry, low quality" --control-image $(DEMO)/model/control.png \
 	  --steps 8 --seed 42 --out $(DEMO)/image.png
+
+# Load test: the tiny demo bundle as a Lambda function under the Runtime
+# Interface Emulator, 5 cold starts then 50 warm requests; writes
+# report.json, latency.png and summary.md into $(LOADTEST_OUT).
+LOADTEST_OUT ?= out/loadtest
+LOADTEST_FLAGS ?= --cold 5 --requests 50
+RIE_VERSION ?= latest
+loadtest: build
+	@test -d $(DEMO)/model || ./$(BIN) demo-model --out $(DEMO)/model
+	./$(BIN) compile --model $(DEMO)/model --size 64x64 --out $(DEMO)/bundle --overwrite
+	@if [ -z "$$CONTROLFN_RIE" ] && ! command -v aws-lambda-rie >/dev/null && [ ! -x bin/aws-lambda-rie ]; then \
+	  echo "installing aws-lambda-rie into bin/"; \
+	  GOEXPERIMENT= GOBIN=$(CURDIR)/bin $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION); \
+	fi
+	./$(BIN) loadtest --target rie --bundle $(DEMO)/bundle --mode cold,warm $(LOADTEST_FLAGS) --out $(LOADTEST_OUT)
 
 # Container images (need a Docker engine; none runs on the dev/CI machines):
 # the Lambda image with a bundle baked in, and the edge server image.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/controlfn/controlfn/eval"
 	"github.com/controlfn/controlfn/function/lambda"
+	"github.com/controlfn/controlfn/loadtest"
 )
 
 type command struct {
@@ -26,6 +27,7 @@ var commands = map[string]command{
 	"compile":       {"compile a checkpoint, ControlNets and LoRAs into a verified fp16 bundle", runCompile},
 	"inspect":       {"print a bundle's manifest summary and verify every hash", runInspect},
 	"eval":          {"compare the optimized (fp16, LoRA-merged) bundle with an fp32 reference: PSNR/SSIM/MS-SSIM and edge F1", eval.Command},
+	"loadtest":      {"drive the server or the Lambda emulator: cold starts and their breakdown, warm latency, plots", loadtest.Command},
 	"pack":          {"pack a bundle as .tar.zst for shipping", runPack},
 	"unpack":        {"unpack and verify a packed bundle", runUnpack},
 	"serve":         {"serve a bundle over HTTP (edge nodes)", runServe},
