@@ -51,7 +51,7 @@ func runLambda(args []string) error {
 				return nil, err
 			}
 		}
-		opts := service.LoadOptions{WarmUp: *warm, Precision: nn.KeepStored}
+		opts := service.LoadOptions{WarmUp: *warm, Precision: nn.KeepStored, GCPercent: servingGCPercent}
 		if *fp32 {
 			opts.Precision = nn.Widen
 		}
