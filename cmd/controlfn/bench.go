@@ -97,7 +97,7 @@ func measureOnce(bundle, size string, steps int, precision, backendSpec string) 
 	if err != nil {
 		return nil, err
 	}
-	opts := service.LoadOptions{Backend: backend, GCPercent: servingGCPercent}
+	opts := service.LoadOptions{Backend: backend}
 	switch precision {
 	case "fp32":
 		opts.Precision = nn.Widen

@@ -51,7 +51,7 @@ func runLambda(args []string) error {
 				return nil, err
 			}
 		}
-		opts := service.LoadOptions{WarmUp: *warm, Precision: nn.KeepStored, GCPercent: servingGCPercent}
+		opts := service.LoadOptions{WarmUp: *warm, Precision: nn.KeepStored}
 		if *fp32 {
 			opts.Precision = nn.Widen
 		}

@@ -15,12 +15,6 @@ import (
 	"github.com/controlfn/controlfn/kernels/nn"
 )
 
-// servingGCPercent is the Go GC target of a process serving a model: the
-// weights are most of the heap, so the default 100% would let garbage grow
-// to another model's size (see service.LoadOptions.GCPercent and
-// docs/BENCHMARKS.md).
-const servingGCPercent = 25
-
 func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	bundle := fs.String("bundle", "", "compiled bundle folder")
@@ -57,7 +51,7 @@ func runServe(args []string) error {
 			loadErr <- err
 			return
 		}
-		opts := service.LoadOptions{Backend: backend, WarmUp: *warm, Precision: nn.KeepStored, GCPercent: servingGCPercent}
+		opts := service.LoadOptions{Backend: backend, WarmUp: *warm, Precision: nn.KeepStored}
 		if *fp32 {
 			opts.Precision = nn.Widen
 		}

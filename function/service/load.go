@@ -33,13 +33,6 @@ type LoadOptions struct {
 	WarmUp bool
 	// ClipSkip the text encoder is built with.
 	ClipSkip int
-	// GCPercent, when positive, is set as the Go GC target once the model
-	// is loaded. The weights live in the Go heap (the Go backend's device
-	// buffers are Go memory), and the default target of 100% lets garbage
-	// from activations grow to the size of the model before a collection;
-	// a low target bounds it at a fraction of the model for a little GC
-	// time (the weights hold no pointers, so marking them is cheap).
-	GCPercent int
 }
 
 // ColdStart is the breakdown of loading a bundle.
@@ -91,9 +84,6 @@ func LoadBundle(dir string, opts LoadOptions) (_ *Service, cs ColdStart, err err
 		return nil, cs, err
 	}
 	cs.Compile = time.Since(t2)
-	if opts.GCPercent > 0 {
-		debug.SetGCPercent(opts.GCPercent)
-	}
 	// Loading left garbage (arranged weight copies); hand it back now so a
 	// warm process's RSS is the model, not the model plus load-time heap.
 	debug.FreeOSMemory()
