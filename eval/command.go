@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/controlfn/controlfn/compiler"
 	"github.com/controlfn/controlfn/compiler/checkpoint"
 	"github.com/controlfn/controlfn/eval/metrics"
+	"github.com/controlfn/controlfn/internal/cliflag"
 )
 
 const usageText = `usage: controlfn eval --out DIR [flags]
@@ -40,18 +40,6 @@ Examples:
 Flags:
 `
 
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error {
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
-		}
-	}
-	return nil
-}
-
 // Command is `controlfn eval`: it parses args, runs the evaluation and
 // writes the report. Progress and usage go to stderr, the summary and the
 // files written to stdout.
@@ -64,7 +52,7 @@ func command(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	model := fs.String("model", "", "checkpoint: a diffusers folder or a single-file .safetensors (default: the built-in demo model)")
-	var controlNets, loras listFlag
+	var controlNets, loras cliflag.List
 	fs.Var(&controlNets, "controlnet", "ControlNet folder or control_*.safetensors (repeatable; default: the model folder's)")
 	// A LoRA path may contain a comma, so --lora is repeatable only.
 	fs.Func("lora", "LoRA FILE[:SCALE] merged into both configurations (repeatable; scale default 1)", func(v string) error {
@@ -116,21 +104,24 @@ func command(args []string, stdout, stderr io.Writer) error {
 		cfg.SSIM.Channels = metrics.Luma
 	}
 	for _, spec := range loras {
-		l, err := ParseLoRA(spec)
+		l, err := cliflag.ParseLoRA(spec)
 		if err != nil {
 			return err
 		}
-		cfg.LoRAs = append(cfg.LoRAs, l)
+		cfg.LoRAs = append(cfg.LoRAs, compiler.LoRASpec{Path: l.Path, Scale: l.Scale})
 	}
 	if *model == "" {
 		cfg.Width, cfg.Height, cfg.Steps = DemoSize, DemoSize, DemoSteps
 	}
 	if *size != "" {
-		w, h, err := ParseSize(*size)
+		sizes, err := cliflag.ParseSizes(*size)
 		if err != nil {
 			return err
 		}
-		cfg.Width, cfg.Height = w, h
+		if len(sizes) != 1 {
+			return fmt.Errorf("--size %q: give one size", *size)
+		}
+		cfg.Width, cfg.Height = sizes[0].Width, sizes[0].Height
 	}
 	if *steps != 0 {
 		cfg.Steps = *steps
@@ -146,7 +137,7 @@ func command(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Controls = []Control{}
 	if *maps != "none" && *maps != "" {
-		var names listFlag
+		var names cliflag.List
 		_ = names.Set(*maps) // Set never fails
 		builtin, err := BuiltinControls(cfg.Width, cfg.Height, names...)
 		if err != nil {
@@ -186,17 +177,6 @@ func command(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// ParseSize reads WxH with positive multiples of 8.
-func ParseSize(s string) (int, int, error) {
-	w, h, ok := strings.Cut(strings.TrimSpace(s), "x")
-	wi, err1 := strconv.Atoi(w)
-	hi, err2 := strconv.Atoi(h)
-	if !ok || err1 != nil || err2 != nil || wi <= 0 || hi <= 0 || wi%8 != 0 || hi%8 != 0 {
-		return 0, 0, fmt.Errorf("--size %q: want WxH with positive multiples of 8, e.g. 512x512", s)
-	}
-	return wi, hi, nil
-}
-
 // ParseSeeds reads a comma-separated list of unsigned seeds.
 func ParseSeeds(s string) ([]uint64, error) {
 	var out []uint64
@@ -217,22 +197,4 @@ func ParseSeeds(s string) ([]uint64, error) {
 		return nil, fmt.Errorf("--seeds %q: no seeds", s)
 	}
 	return out, nil
-}
-
-// ParseLoRA reads FILE[:SCALE] as compile's --lora does; a suffix that is
-// not a number belongs to the file name (a Windows drive, a colon in it).
-func ParseLoRA(spec string) (compiler.LoRASpec, error) {
-	path, scale := spec, 1.0
-	if i := strings.LastIndex(spec, ":"); i > 0 {
-		if v, err := strconv.ParseFloat(spec[i+1:], 64); err == nil {
-			path, scale = spec[:i], v
-		}
-	}
-	if math.IsNaN(scale) || math.IsInf(scale, 0) {
-		return compiler.LoRASpec{}, fmt.Errorf("--lora %q: the scale must be a finite number", spec)
-	}
-	if path == "" {
-		return compiler.LoRASpec{}, fmt.Errorf("--lora %q: want FILE[:SCALE]", spec)
-	}
-	return compiler.LoRASpec{Path: path, Scale: scale}, nil
 }

@@ -10,28 +10,6 @@ import (
 	"testing"
 )
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		w, h int
-		ok   bool
-	}{
-		{"512x512", 512, 512, true},
-		{" 64x128 ", 64, 128, true},
-		{"60x64", 0, 0, false},
-		{"64", 0, 0, false},
-		{"0x64", 0, 0, false},
-		{"-8x8", 0, 0, false},
-		{"axb", 0, 0, false},
-	}
-	for _, tt := range tests {
-		w, h, err := ParseSize(tt.in)
-		if (err == nil) != tt.ok || w != tt.w || h != tt.h {
-			t.Errorf("ParseSize(%q) = %d, %d, %v", tt.in, w, h, err)
-		}
-	}
-}
-
 func TestParseSeeds(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -55,30 +33,6 @@ func TestParseSeeds(t *testing.T) {
 			if got[i] != tt.want[i] {
 				t.Errorf("ParseSeeds(%q) = %v, want %v", tt.in, got, tt.want)
 			}
-		}
-	}
-}
-
-func TestParseLoRA(t *testing.T) {
-	tests := []struct {
-		in    string
-		path  string
-		scale float64
-		ok    bool
-	}{
-		{"style.safetensors", "style.safetensors", 1, true},
-		{"style.safetensors:0.8", "style.safetensors", 0.8, true},
-		{`C:\loras\style.safetensors`, `C:\loras\style.safetensors`, 1, true},
-		{"a:b.safetensors:-0.5", "a:b.safetensors", -0.5, true},
-		{":0.5", ":0.5", 1, true}, // a colon first is part of the name
-		{"", "", 0, false},
-		{"x.safetensors:NaN", "", 0, false},
-		{"x.safetensors:Inf", "", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := ParseLoRA(tt.in)
-		if (err == nil) != tt.ok || (tt.ok && (got.Path != tt.path || got.Scale != tt.scale)) {
-			t.Errorf("ParseLoRA(%q) = %+v, %v", tt.in, got, err)
 		}
 	}
 }

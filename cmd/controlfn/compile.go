@@ -5,13 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/controlfn/controlfn/artifacts"
 	"github.com/controlfn/controlfn/compiler"
 	"github.com/controlfn/controlfn/compiler/checkpoint"
+	"github.com/controlfn/controlfn/internal/cliflag"
 )
 
 const compileExamples = `Examples:
@@ -24,7 +23,7 @@ const compileExamples = `Examples:
 func runCompile(args []string) error {
 	fs := flag.NewFlagSet("compile", flag.ContinueOnError)
 	model := fs.String("model", "", "checkpoint: a diffusers folder or a single-file .safetensors")
-	var controlNets, loras listFlag
+	var controlNets, loras cliflag.List
 	fs.Var(&controlNets, "controlnet", "ControlNet folder or control_*.safetensors (repeatable or comma-separated; default: the model folder's)")
 	fs.Var(&loras, "lora", "LoRA file[:SCALE] (repeatable; scale default 1)")
 	sizes := fs.String("size", "512x512", "shape buckets WxH, comma-separated")
@@ -58,11 +57,11 @@ func runCompile(args []string) error {
 		Checkpoint: checkpoint.Options{TokenizerDir: *tok, ConfigDir: *configDir, Variant: *variant},
 	}
 	for _, spec := range loras {
-		l, err := parseLoRA(spec)
+		l, err := cliflag.ParseLoRA(spec)
 		if err != nil {
 			return err
 		}
-		opts.LoRAs = append(opts.LoRAs, l)
+		opts.LoRAs = append(opts.LoRAs, compiler.LoRASpec{Path: l.Path, Scale: l.Scale})
 	}
 	bars := map[string]*progress{}
 	opts.Progress = func(component string, done, total int) {
@@ -93,30 +92,15 @@ func parseBuckets(sizes string, batch int) ([]artifacts.Bucket, error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("--batch %d: must be at least 1", batch)
 	}
-	var out []artifacts.Bucket
-	for _, s := range strings.Split(sizes, ",") {
-		w, h, ok := strings.Cut(strings.TrimSpace(s), "x")
-		wi, err1 := strconv.Atoi(w)
-		hi, err2 := strconv.Atoi(h)
-		if !ok || err1 != nil || err2 != nil || wi <= 0 || hi <= 0 || wi%8 != 0 || hi%8 != 0 {
-			return nil, fmt.Errorf("--size %q: want WxH with positive multiples of 8, e.g. 512x512", s)
-		}
-		out = append(out, artifacts.Bucket{Width: wi, Height: hi, Batch: batch})
+	parsed, err := cliflag.ParseSizes(sizes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]artifacts.Bucket, len(parsed))
+	for i, s := range parsed {
+		out[i] = artifacts.Bucket{Width: s.Width, Height: s.Height, Batch: batch}
 	}
 	return out, nil
-}
-
-func parseLoRA(spec string) (compiler.LoRASpec, error) {
-	path, scale := spec, 1.0
-	if i := strings.LastIndex(spec, ":"); i > 0 {
-		if v, err := strconv.ParseFloat(spec[i+1:], 64); err == nil {
-			path, scale = spec[:i], v
-		}
-	}
-	if path == "" {
-		return compiler.LoRASpec{}, fmt.Errorf("--lora %q: want FILE[:SCALE]", spec)
-	}
-	return compiler.LoRASpec{Path: path, Scale: scale}, nil
 }
 
 func runInspect(args []string) error {

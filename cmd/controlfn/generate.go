@@ -15,22 +15,10 @@ import (
 	"github.com/controlfn/controlfn/artifacts"
 	"github.com/controlfn/controlfn/compiler/demomodel"
 	"github.com/controlfn/controlfn/function/pipeline"
+	"github.com/controlfn/controlfn/internal/cliflag"
 	"github.com/controlfn/controlfn/kernels/imageproc"
 	"github.com/controlfn/controlfn/kernels/nn"
 )
-
-// listFlag collects a repeatable flag (also accepting commas).
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error {
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
-		}
-	}
-	return nil
-}
 
 func runDemoModel(args []string) error {
 	fs := flag.NewFlagSet("demo-model", flag.ContinueOnError)
@@ -63,7 +51,7 @@ func runGenerate(args []string) error {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	bundle := fs.String("bundle", "", "compiled bundle folder (controlfn compile)")
 	model := fs.String("model", "", "or: a diffusers model folder, used without compiling")
-	var controlNets, controlImages listFlag
+	var controlNets, controlImages cliflag.List
 	fs.Var(&controlNets, "controlnet", "ControlNet folder (repeatable; default: MODEL/controlnet)")
 	fs.Var(&controlImages, "control-image", "control image file, one per ControlNet (repeatable)")
 	prompt := fs.String("prompt", "", "prompt")

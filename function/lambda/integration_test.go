@@ -360,6 +360,19 @@ func (m *minio) env() []string {
 	}
 }
 
+// useCredentials points this process's AWS SDK configuration at the
+// server, for the test's duration.
+func (m *minio) useCredentials(t *testing.T) {
+	t.Helper()
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": m.user, "AWS_SECRET_ACCESS_KEY": m.password, "AWS_SESSION_TOKEN": "",
+		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+		"AWS_REGION": "", "AWS_EC2_METADATA_DISABLED": "true",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
 func (m *minio) bucket(t *testing.T, name string) {
 	t.Helper()
 	if _, err := m.client.CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
@@ -408,13 +421,7 @@ func TestS3Store(t *testing.T) {
 	m := startMinIO(t)
 	m.bucket(t, "bkt")
 	m.put(t, "bkt", "k", []byte("12345"), map[string]string{"Prompt": "a cat"})
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": m.user, "AWS_SECRET_ACCESS_KEY": m.password, "AWS_SESSION_TOKEN": "",
-		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
-		"AWS_REGION": "", "AWS_EC2_METADATA_DISABLED": "true",
-	} {
-		t.Setenv(k, v)
-	}
+	m.useCredentials(t)
 	store, err := NewS3Store(t.Context(), S3Options{Endpoint: m.endpoint, PathStyle: true})
 	if err != nil {
 		t.Fatal(err)
@@ -553,13 +560,7 @@ func TestFetchBundle(t *testing.T) {
 	}
 	m.put(t, "bundles", "demo.tar.zst", packed.Bytes(), nil)
 	m.put(t, "bundles", "bad.tar.zst", packed.Bytes()[:packed.Len()/2], nil)
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": m.user, "AWS_SECRET_ACCESS_KEY": m.password, "AWS_SESSION_TOKEN": "",
-		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
-		"AWS_REGION": "", "AWS_EC2_METADATA_DISABLED": "true",
-	} {
-		t.Setenv(k, v)
-	}
+	m.useCredentials(t)
 	store, err := NewS3Store(t.Context(), S3Options{Endpoint: m.endpoint, PathStyle: true})
 	if err != nil {
 		t.Fatal(err)
