@@ -250,7 +250,7 @@ func checkK8s(files map[string][]byte, code codeFacts, edge edgeFacts) problems 
 		case lim < req:
 			p.addf("%s: resources.limits.%s under the request", at, res)
 		case res == "memory" && req < fp16RSSMB<<20:
-			p.addf("%s: memory request %v under the model's ~3 GB (fp16 weights)", at, lookup(ctr, "resources", "requests", res))
+			p.addf("%s: memory request %v under a 256x256 generation's ~6 GiB (fp16 weights)", at, lookup(ctr, "resources", "requests", res))
 		}
 	}
 
@@ -380,8 +380,8 @@ func TestK8sMutations(t *testing.T) {
 		{"listen on loopback", "deployment.yaml", `"0.0.0.0:8080"`, `"127.0.0.1:8080"`, "loopback"},
 		{"listen elsewhere", "deployment.yaml", `"0.0.0.0:8080"`, `"0.0.0.0:9000"`, "must listen on a container port"},
 		{"not serving", "deployment.yaml", `"serve"]`, `"generate"]`, "want [/usr/local/bin/controlfn serve"},
-		{"no memory limit", "deployment.yaml", "              cpu: \"8\"\n              memory: 8Gi\n", "              cpu: \"8\"\n", "resources.limits.memory"},
-		{"memory under the model", "deployment.yaml", "memory: 6Gi", "memory: 1Gi", "under the model"},
+		{"no memory limit", "deployment.yaml", "              cpu: \"8\"\n              memory: 10Gi\n", "              cpu: \"8\"\n", "resources.limits.memory"},
+		{"memory under the model", "deployment.yaml", "memory: 7Gi", "memory: 1Gi", "generation"},
 		{"short grace period", "deployment.yaml", "terminationGracePeriodSeconds: 360", "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds"},
 		{"bundle not mounted", "deployment.yaml", "mountPath: /bundle", "mountPath: /models", "must be a mounted volume"},
 		{"missing claim", "deployment.yaml", "claimName: controlfn-bundle", "claimName: bundle", `claims "bundle"`},
