@@ -143,10 +143,22 @@ func Activation(name string, x *Node) *Node {
 	panic(fmt.Errorf("unsupported activation %q", name))
 }
 
+// attentionChunkBytes bounds the score matrix one attention step holds:
+// queries are processed in row blocks so that [B, heads, rows, Tk] float32
+// stays under it. At SD1.5's 64×64 latents (4096 tokens, batch 2, 8 heads)
+// the whole matrix is 1 GiB, and softmax needs several of them alive.
+const attentionChunkBytes = 128 << 20
+
 // Attention is multi-head scaled dot-product attention with no mask (or
 // with an additive mask broadcastable to [B, heads, Tq, Tk]): q [B, Tq, C],
-// k and v [B, Tk, C] already projected; returns [B, Tq, C].
+// k and v [B, Tk, C] already projected; returns [B, Tq, C]. Long query
+// sequences are computed in row blocks (the same math: softmax is per row),
+// which bounds memory instead of materializing all Tq×Tk scores at once.
 func Attention(q, k, v *Node, heads int, mask *Node) *Node {
+	return attention(q, k, v, heads, mask, attentionChunkBytes)
+}
+
+func attention(q, k, v *Node, heads int, mask *Node, chunkBytes int) *Node {
 	qd, kd := q.Shape().Dimensions, k.Shape().Dimensions
 	b, tq, c := qd[0], qd[1], qd[2]
 	tk := kd[1]
@@ -154,16 +166,32 @@ func Attention(q, k, v *Node, heads int, mask *Node) *Node {
 		panic(fmt.Errorf("attention: %d channels do not split into %d heads", c, heads))
 	}
 	dh := c / heads
-	qh := Reshape(q, b, tq, heads, dh)
 	kh := Reshape(k, b, tk, heads, dh)
 	vh := Reshape(v, b, tk, heads, dh)
-	scores := MulScalar(Einsum("bqhd,bkhd->bhqk", qh, kh), 1/math.Sqrt(float64(dh)))
-	if mask != nil {
-		scores = Add(scores, mask)
+	rowBytes := b * heads * tk * 4
+	rows := tq
+	if mask == nil && rowBytes*tq > chunkBytes {
+		rows = max(1, chunkBytes/rowBytes)
 	}
-	probs := Softmax(scores, -1)
-	out := Einsum("bhqk,bkhd->bqhd", probs, vh)
-	return Reshape(out, b, tq, c)
+	var outs []*Node
+	for start := 0; start < tq; start += rows {
+		end := min(tq, start+rows)
+		qc := q
+		if rows < tq {
+			qc = Slice(q, AxisRange(), AxisRange(start, end), AxisRange())
+		}
+		qh := Reshape(qc, b, end-start, heads, dh)
+		scores := MulScalar(Einsum("bqhd,bkhd->bhqk", qh, kh), 1/math.Sqrt(float64(dh)))
+		if mask != nil {
+			scores = Add(scores, mask)
+		}
+		probs := Softmax(scores, -1)
+		outs = append(outs, Reshape(Einsum("bhqk,bkhd->bqhd", probs, vh), b, end-start, c))
+	}
+	if len(outs) == 1 {
+		return outs[0]
+	}
+	return Concatenate(outs, 1)
 }
 
 // UpsampleNearest2x doubles H and W of NHWC x by repetition, as
