@@ -67,10 +67,20 @@ func Conv2D(s Scope, x *Node, stride int, pad Padding) *Node {
 	return y
 }
 
+// im2colChunkBytes bounds the patch matrix of one im2col step: the VAE
+// decoder's full-resolution convolutions (512×512×128, 3×3) would otherwise
+// build 1.2 GB of patches at once.
+const im2colChunkBytes = 128 << 20
+
 // im2colConv gathers every kernel tap as a shifted (strided) view of the
 // padded input, concatenates them along channels and does one matmul: the Go
-// backend's direct convolution is two orders of magnitude slower.
+// backend's direct convolution is two orders of magnitude slower. Large
+// inputs are done in blocks of output rows, which bounds the patch memory.
 func im2colConv(x, kernel *Node, stride int, pad Padding) *Node {
+	return im2colConvBlocks(x, kernel, stride, pad, im2colChunkBytes)
+}
+
+func im2colConvBlocks(x, kernel *Node, stride int, pad Padding, chunkBytes int) *Node {
 	kd := kernel.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
 	if pad != (Padding{}) {
@@ -82,21 +92,35 @@ func im2colConv(x, kernel *Node, stride int, pad Padding) *Node {
 	n, h, w := xd[0], xd[1], xd[2]
 	ho := (h-kh)/stride + 1
 	wo := (w-kw)/stride + 1
-	cols := make([]*Node, 0, kh*kw)
-	for dy := 0; dy < kh; dy++ {
-		for dx := 0; dx < kw; dx++ {
-			cols = append(cols, Slice(x, AxisRange(),
-				AxisRange(dy, dy+(ho-1)*stride+1).Stride(stride),
-				AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
-				AxisRange()))
+	rowBytes := n * wo * kh * kw * cin * 4
+	rows := ho
+	if rowBytes*ho > chunkBytes {
+		rows = max(1, chunkBytes/rowBytes)
+	}
+	flat := Reshape(kernel, kh*kw*cin, cout)
+	var blocks []*Node
+	for y0 := 0; y0 < ho; y0 += rows {
+		y1 := min(ho, y0+rows)
+		cols := make([]*Node, 0, kh*kw)
+		for dy := 0; dy < kh; dy++ {
+			for dx := 0; dx < kw; dx++ {
+				cols = append(cols, Slice(x, AxisRange(),
+					AxisRange(y0*stride+dy, (y1-1)*stride+dy+1).Stride(stride),
+					AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
+					AxisRange()))
+			}
 		}
+		patches := cols[0]
+		if len(cols) > 1 {
+			patches = Concatenate(cols, -1)
+		}
+		y := MatMul(Reshape(patches, n*(y1-y0)*wo, kh*kw*cin), flat)
+		blocks = append(blocks, Reshape(y, n, y1-y0, wo, cout))
 	}
-	patches := cols[0]
-	if len(cols) > 1 {
-		patches = Concatenate(cols, -1)
+	if len(blocks) == 1 {
+		return blocks[0]
 	}
-	y := MatMul(Reshape(patches, n*ho*wo, kh*kw*cin), Reshape(kernel, kh*kw*cin, cout))
-	return Reshape(y, n, ho, wo, cout)
+	return Concatenate(blocks, 1)
 }
 
 // GroupNorm is PyTorch's GroupNorm over NHWC x with affine weight and bias.

@@ -146,3 +146,51 @@ func TestAttentionRowBlocks(t *testing.T) {
 		}
 	}
 }
+
+// Row-blocked im2col gives the direct convolution's result for every
+// block size, strides and paddings included.
+func TestIm2colRowBlocks(t *testing.T) {
+	backend, err := NewBackend("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, c, h, w, o = 2, 3, 9, 7, 4
+	x := make([]float32, n*c*h*w)
+	for i := range x {
+		x[i] = float32(math.Cos(float64(i) * 0.37))
+	}
+	for _, tc := range []struct {
+		stride int
+		pad    Padding
+	}{{1, Same(3)}, {2, Padding{1, 1, 1, 1}}, {2, Padding{0, 1, 0, 1}}} {
+		src := RandomSource{Shapes: map[string][]int{"weight": {o, c, 3, 3}, "bias": {o}}, Seed: 5}
+		_, _, kb, _ := src.Tensor("weight")
+		zero := make([]float32, o)
+		want, ho, wo := naiveConv(x, n, c, h, w, bytesToF32(kb), o, 3, 3, tc.stride, tc.pad, zero)
+		for _, rowsPerBlock := range []int{1, 2, 4, 100} {
+			wts := NewWeights(backend, src, Widen)
+			rowBytes := n * wo * 9 * c * 4
+			p, err := Compile("conv", wts, []shapes.Shape{shapes.Make(dtypes.Float32, n, c, h, w)}, func(s Scope, in []*Node) []*Node {
+				k := s.Weight("weight", HWIO)
+				return []*Node{NHWCToNCHW(im2colConvBlocks(NCHWToNHWC(in[0]), k, tc.stride, tc.pad, rowsPerBlock*rowBytes))}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, c, h, w))
+			p.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := tensors.MustCopyFlatData[float32](out[0])
+			if len(got) != n*o*ho*wo {
+				t.Fatalf("stride %d, %d rows per block: %d values, want %d", tc.stride, rowsPerBlock, len(got), n*o*ho*wo)
+			}
+			for i := range want {
+				if math.Abs(float64(got[i]-want[i])) > 1e-5 {
+					t.Fatalf("stride %d pad %v, %d rows per block: value %d = %g, want %g", tc.stride, tc.pad, rowsPerBlock, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
