@@ -27,9 +27,9 @@ const (
 	lambdaMaxEphemeralMB = 10240
 	// An SD1.5 + ControlNet fp16 bundle on disk (~2.7 GB).
 	bundleMB = 2765
-	// Measured peak RSS of a 256x256 generation (docs/BENCHMARKS.md) with
-	// the weights kept fp16 on the device (6.05 GiB) and widened to fp32
-	// (9.05 GiB).
+	// Bounds above the measured peak RSS of a 256x256 generation
+	// (docs/BENCHMARKS.md) with the weights kept fp16 on the device
+	// (5.2 GiB) and widened to fp32 (7.6 GiB), with headroom.
 	fp16RSSMB = 6200
 	fp32RSSMB = 9270
 	// A generation takes minutes on CPU.
@@ -628,7 +628,7 @@ func (c *templateChecker) checkFunction() {
 
 	// Sizes, wired to parameters.
 	c.sized(where+".MemorySize", rawProps["MemorySize"], fp32RSSMB, fp16RSSMB, lambdaMaxMemoryMB,
-		"a 256x256 generation peaks at ~6 GiB RSS with fp16 weights, ~9 GiB with fp32; CPU Lambda stops at 10240 MB")
+		"a 256x256 generation peaks at ~5.2 GiB RSS with fp16 weights, ~7.6 GiB with fp32 (plus headroom); CPU Lambda stops at 10240 MB")
 	timeoutParam, timeout := c.sized(where+".Timeout", rawProps["Timeout"], minTimeoutS, 1, lambdaMaxTimeoutS,
 		"a generation takes minutes on CPU; Lambda stops at 900 s")
 	c.sized(where+".EphemeralStorage.Size", lookup(rawProps, "EphemeralStorage", "Size"), 2*bundleMB, lambdaMinEphemeralMB, lambdaMaxEphemeralMB,
