@@ -12,8 +12,6 @@ import (
 
 	"github.com/controlfn/controlfn/function/lambda"
 	"github.com/controlfn/controlfn/function/server"
-	"github.com/controlfn/controlfn/function/service"
-	"github.com/controlfn/controlfn/kernels/nn"
 )
 
 // EnvBundle names the bundle folder the Lambda function loads at init.
@@ -51,18 +49,7 @@ func runLambda(args []string) error {
 				return nil, err
 			}
 		}
-		opts := service.LoadOptions{WarmUp: *warm, Precision: nn.KeepStored}
-		if *fp32 {
-			opts.Precision = nn.Widen
-		}
-		svc, cs, err := service.LoadBundle(dir, opts)
-		if err != nil {
-			return nil, err
-		}
-		logger.Info("init", "bundle", *bundle, "build_id", svc.Info().BuildID, "open_ms", cs.Open.Milliseconds(),
-			"load_ms", cs.Load.Milliseconds(), "compile_ms", cs.Compile.Milliseconds(), "warmup_ms", cs.WarmUp.Milliseconds(),
-			"total_ms", cs.Total.Milliseconds())
-		return svc, nil
+		return loadWarm(*bundle, dir, nil, *fp32, *warm, logger, "init")
 	}
 	return lambda.Main(load, lambda.Options{Logger: logger})
 }

@@ -26,6 +26,15 @@ func (l *lateGenerator) Generate(ctx context.Context, req schema.Request) (*sche
 	return (*g).Generate(ctx, req)
 }
 
+// close releases the model once set (after the server has stopped).
+func (l *lateGenerator) close() {
+	if g := l.g.Load(); g != nil {
+		if c, ok := (*g).(interface{ Close() }); ok {
+			c.Close()
+		}
+	}
+}
+
 func (l *lateGenerator) Info() schema.ModelInfo {
 	if g := l.g.Load(); g != nil {
 		return (*g).Info()

@@ -13,7 +13,27 @@ import (
 	"github.com/controlfn/controlfn/function/server"
 	"github.com/controlfn/controlfn/function/service"
 	"github.com/controlfn/controlfn/kernels/nn"
+	"github.com/gomlx/compute"
 )
+
+// loadWarm is the cold start both front ends share: load the bundle at dir
+// (reported as name), compile and warm it, and log one line, named msg, with
+// the breakdown (the load test reads it: "ready" for serve, "init" for
+// lambda).
+func loadWarm(name, dir string, backend compute.Backend, fp32, warm bool, logger *slog.Logger, msg string) (*service.Service, error) {
+	opts := service.LoadOptions{Backend: backend, WarmUp: warm, Precision: nn.KeepStored}
+	if fp32 {
+		opts.Precision = nn.Widen
+	}
+	svc, cs, err := service.LoadBundle(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info(msg, "bundle", name, "build_id", svc.Info().BuildID,
+		"open_ms", cs.Open.Milliseconds(), "load_ms", cs.Load.Milliseconds(),
+		"compile_ms", cs.Compile.Milliseconds(), "warmup_ms", cs.WarmUp.Milliseconds(), "total_ms", cs.Total.Milliseconds())
+	return svc, nil
+}
 
 func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -39,7 +59,6 @@ func runServe(args []string) error {
 	defer stop()
 
 	ready := make(chan struct{})
-	var svc *service.Service
 	gen := &lateGenerator{}
 	h := server.New(gen, server.Options{Logger: logger, Ready: ready, LogPrompts: *logPrompts})
 	loadErr := make(chan error, 1)
@@ -51,20 +70,12 @@ func runServe(args []string) error {
 			loadErr <- err
 			return
 		}
-		opts := service.LoadOptions{Backend: backend, WarmUp: *warm, Precision: nn.KeepStored}
-		if *fp32 {
-			opts.Precision = nn.Widen
-		}
-		s, cs, err := service.LoadBundle(*bundle, opts)
+		s, err := loadWarm(*bundle, *bundle, backend, *fp32, *warm, logger, "ready")
 		if err != nil {
 			loadErr <- err
 			return
 		}
-		svc = s
 		gen.set(s)
-		logger.Info("ready", "bundle", *bundle, "build_id", s.Info().BuildID,
-			"open_ms", cs.Open.Milliseconds(), "load_ms", cs.Load.Milliseconds(),
-			"compile_ms", cs.Compile.Milliseconds(), "warmup_ms", cs.WarmUp.Milliseconds(), "total_ms", cs.Total.Milliseconds())
 		close(ready)
 	}()
 	errc := make(chan error, 1)
@@ -75,9 +86,7 @@ func runServe(args []string) error {
 		<-errc
 		return err
 	case err := <-errc:
-		if svc != nil {
-			svc.Close()
-		}
+		gen.close()
 		return err
 	}
 }
