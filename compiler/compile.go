@@ -120,7 +120,11 @@ func Compile(opts Options) (*Result, error) {
 	defer model.Close()
 	res := &Result{Stats: map[string]quantize.Stats{}, Warnings: append([]string(nil), model.Warnings...)}
 
+	// Explicit ControlNets replace the ones a pipeline folder ships.
 	controlNets := model.ControlNets
+	if len(opts.ControlNets) > 0 {
+		controlNets = nil
+	}
 	for _, path := range opts.ControlNets {
 		cnOpts := checkpoint.Options{Variant: opts.Checkpoint.Variant, Hints: checkpoint.UNetHints(model.UNetConfig)}
 		cn, err := checkpoint.OpenControlNet(path, cnOpts)
@@ -129,9 +133,6 @@ func Compile(opts Options) (*Result, error) {
 		}
 		defer cn.Close()
 		res.Warnings = append(res.Warnings, cn.Warnings...)
-		if len(opts.ControlNets) > 0 && len(controlNets) == len(model.ControlNets) {
-			controlNets = nil // explicit ControlNets replace the folder's
-		}
 		controlNets = append(controlNets, cn)
 	}
 	if len(controlNets) == 0 {

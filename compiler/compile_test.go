@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,6 +124,21 @@ func TestCompileSingleFiles(t *testing.T) {
 	}
 	want, _ := golden.Float32s(t, "controlnet_unet_ref.safetensors", "unet_t500_scale1p0_with_residuals")
 	golden.AssertClose(t, "single-file fp16 bundle step", tensors.MustCopyFlatData[float32](out[0]), want, 1e-2)
+}
+
+// Explicit ControlNets replace the folder's, all of them kept in order.
+func TestCompileExplicitControlNets(t *testing.T) {
+	_, res := compileTo(t, Options{Model: golden.Path(t, "tiny-sd15"),
+		ControlNets: []string{golden.Path(t, "tiny-sd15", "controlnet"), golden.Path(t, "tiny-sd15", "controlnet2")}})
+	var names []string
+	for _, c := range res.Manifest.Components {
+		if c.Kind == artifacts.KindControlNet {
+			names = append(names, c.Name)
+		}
+	}
+	if !slices.Equal(names, []string{"controlnet.0", "controlnet.1"}) {
+		t.Errorf("ControlNet components %v, want controlnet.0 and controlnet.1", names)
+	}
 }
 
 // LoRAs in both formats merge into an fp32 bundle whose UNet matches the
