@@ -136,7 +136,7 @@ func TestOpenTampered(t *testing.T) {
 			tamper: func(t *testing.T, dir string) {
 				p := filepath.Join(dir, ManifestName)
 				data, _ := os.ReadFile(p)
-				os.WriteFile(p, bytes.Replace(data, []byte(`"1.0"`), []byte(`"2.0"`), 1), 0o644)
+				os.WriteFile(p, bytes.Replace(data, []byte(`"1.1"`), []byte(`"2.0"`), 1), 0o644)
 			},
 			full: "manifest.json: unsupported bundle format version", fullIs: ErrUnsupportedVersion,
 			sizes: "unsupported", sizesIs: ErrUnsupportedVersion,
@@ -258,8 +258,10 @@ func TestSummary(t *testing.T) {
 		"dtype    float16",
 		"buckets  64x64x1, 64x64x2",
 		"size     80.1 KiB in 9 files",
-		"unet  unet  12 tensors  60.0 KiB  weights/unet.safetensors  programs 2 (1 exported)",
-		"vae   vae   3 tensors   15.0 KiB  weights/vae.safetensors   programs 0 (0 exported)",
+		"unet  unet  12 tensors  60.0 KiB  weights/unet.safetensors",
+		"vae   vae   3 tensors   15.0 KiB  weights/vae.safetensors",
+		"programs (1, StableHLO):",
+		"step_b1_8x8  programs/step_b1_8x8.mlir  23 B  sha256 f45b27e2fbac  buckets 64x64x1",
 		"checkpoint  /models/v1-5.safetensors  100 B",
 		"style.safetensors  scale 0.8  kohya  sha256 222222222222",
 	} {

@@ -39,6 +39,10 @@ func Example() {
 	}); err != nil {
 		log.Fatal(err)
 	}
+	// The compiler traces each program once and stores its StableHLO.
+	if _, err := w.AddBytes(artifacts.ProgramPath("vae_decoder_b2_64x64"), []byte("module @vae_decoder_b2_64x64 {}\n")); err != nil {
+		log.Fatal(err)
+	}
 	bucket := artifacts.Bucket{Width: 512, Height: 512, Batch: 2}
 	err = w.Commit(&artifacts.Manifest{
 		BuildID:     uuid.MustParse("9b2f6a2e-3d1c-4c55-9a0e-0c1d2e3f4a5b"),
@@ -54,8 +58,8 @@ func Example() {
 			Name: "unet", Kind: artifacts.KindUNet,
 			Config: artifacts.ConfigPath("unet"), Weights: artifacts.WeightsPath("unet"),
 			Tensors: 686, Bytes: 3<<20 - 4096,
-			Programs: []artifacts.Program{{Bucket: bucket, Hash: "5f0c3b1de2a94c7e"}},
 		}},
+		Programs: []artifacts.Program{{Name: "vae_decoder_b2_64x64", Buckets: []artifacts.Bucket{bucket}, File: artifacts.ProgramPath("vae_decoder_b2_64x64")}},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -74,14 +78,16 @@ func Example() {
 	// Output:
 	// unet.safetensors
 	// build    9b2f6a2e-3d1c-4c55-9a0e-0c1d2e3f4a5b
-	// format   1.0
+	// format   1.1
 	// created  2025-11-27T12:00:00Z
 	// tool     controlfn 0.1.0
 	// dtype    float16
 	// buckets  512x512x2 (width x height x batch)
-	// size     3.0 MiB in 2 files
+	// size     3.0 MiB in 3 files
 	// components (1):
-	//   unet  unet  686 tensors  3.0 MiB  weights/unet.safetensors  programs 1 (0 exported)
+	//   unet  unet  686 tensors  3.0 MiB  weights/unet.safetensors
+	// programs (1, StableHLO):
+	//   vae_decoder_b2_64x64  programs/vae_decoder_b2_64x64.mlir  32 B  sha256 0150267c6890  buckets 512x512x2
 	// sources (1):
 	//   checkpoint  /models/v1-5-pruned-emaonly.safetensors  4.0 GiB  sha256 6ce0161689b3
 	// loras: none

@@ -62,7 +62,7 @@ func writeTinyBundle(t testing.TB, dir string) {
 	m := sampleManifest()
 	m.LoRAs = nil
 	m.Components = m.Components[:1]
-	m.Components[0].Programs = nil
+	m.Programs = nil
 	m.Components[0].Bytes = 8
 	if err := w.Commit(m); err != nil {
 		t.Fatal(err)

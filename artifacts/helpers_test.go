@@ -25,7 +25,7 @@ func sampleFiles() map[string][]byte {
 		"configs/vae.json":             []byte(`{"latent_channels": 4}`),
 		"weights/unet.safetensors":     weights(64 << 10),
 		"weights/vae.safetensors":      weights(16 << 10),
-		"programs/unet-64x64x1.mlir":   []byte("module @unet {}\n"),
+		"programs/step_b1_8x8.mlir":    []byte("module @step_b1_8x8 {}\n"),
 		"tokenizer/vocab.json":         []byte(`{"a</w>": 320}`),
 		"tokenizer/merges.txt":         []byte("#version: 0.2\na b\n"),
 		"scheduler_config.json":        []byte(`{"num_train_timesteps": 1000}`),
@@ -41,14 +41,11 @@ func sampleManifest() *Manifest {
 	m.Components = []Component{{
 		Name: "unet", Kind: KindUNet, Config: "configs/unet.json", Weights: "weights/unet.safetensors",
 		Tensors: 12, Bytes: 60 << 10,
-		Programs: []Program{
-			{Bucket: Bucket{64, 64, 1}, Hash: "00112233445566778899aabbccddeeff", File: "programs/unet-64x64x1.mlir"},
-			{Bucket: Bucket{64, 64, 2}, Hash: "ffeeddccbbaa99887766554433221100"},
-		},
 	}, {
 		Name: "vae", Kind: KindVAE, Config: "configs/vae.json", Weights: "weights/vae.safetensors",
 		Tensors: 3, Bytes: 15 << 10,
 	}}
+	m.Programs = []Program{{Name: "step_b1_8x8", Buckets: []Bucket{{64, 64, 1}}, File: "programs/step_b1_8x8.mlir"}}
 	return m
 }
 

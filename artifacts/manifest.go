@@ -19,7 +19,7 @@ import (
 // FormatMajor: minors only add optional fields.
 const (
 	FormatMajor = 1
-	FormatMinor = 0
+	FormatMinor = 1
 )
 
 const (
@@ -121,6 +121,9 @@ type Manifest struct {
 	LoRAs      []LoRA      `json:"loras,omitempty"`
 	Buckets    []Bucket    `json:"buckets"`
 	Components []Component `json:"components"`
+	// Programs are the computations the function compiles, traced by the
+	// compiler and stored as StableHLO text (format 1.1).
+	Programs []Program `json:"programs,omitempty"`
 	// Files lists every file of the bundle except the manifest and cache/.
 	Files []File `json:"files"`
 }
@@ -167,19 +170,22 @@ type Component struct {
 	Bytes int64 `json:"bytes"`
 	// SHA256 repeats the weight file's hash so that a component can be
 	// identified without the files list; Validate keeps the two equal.
-	SHA256   string    `json:"sha256"`
-	Programs []Program `json:"programs,omitempty"`
+	SHA256 string `json:"sha256"`
 }
 
-// Program is a component's computation traced for one bucket.
+// Program is one traced computation of the pipeline: a text encoder, a
+// fused ControlNet + UNet denoising step, or a VAE decoder at one shape.
 type Program struct {
-	Bucket Bucket `json:"bucket"`
-	// Hash identifies the program (lower-case hex); the executable cache is
-	// keyed by it.
-	Hash string `json:"hash"`
-	// File is the exported StableHLO text, empty where the backend cannot
-	// export one.
-	File string `json:"file,omitempty"`
+	// Name is the trace's name, e.g. "step_b2_64x64_cn1"; it is unique.
+	Name string `json:"name"`
+	// Buckets are the shape buckets that use the program (a text encoder
+	// serves them all).
+	Buckets []Bucket `json:"buckets"`
+	// File is its StableHLO text (ProgramPath), listed in Files.
+	File string `json:"file"`
+	// SHA256 repeats the file's hash: it identifies the program, and the
+	// executable cache is keyed by it (CacheKey).
+	SHA256 string `json:"sha256"`
 }
 
 // File is one file of a bundle.
@@ -195,10 +201,8 @@ func WeightsPath(component string) string { return "weights/" + component + ".sa
 // ConfigPath is the conventional bundle path of a component's config.
 func ConfigPath(component string) string { return "configs/" + component + ".json" }
 
-// ProgramPath is the conventional bundle path of an exported program.
-func ProgramPath(component string, b Bucket) string {
-	return "programs/" + component + "-" + b.String() + ".mlir"
-}
+// ProgramPath is the conventional bundle path of a program's StableHLO.
+func ProgramPath(name string) string { return "programs/" + name + ".mlir" }
 
 // ParseManifest decodes and validates a manifest. It checks the format
 // version before decoding the rest, so a bundle from a future major fails
@@ -302,13 +306,23 @@ func (m *Manifest) Validate() error {
 	}
 	names := make(map[string]bool, len(m.Components))
 	for i, c := range m.Components {
-		if err := c.validate(files, buckets); err != nil {
+		if err := c.validate(files); err != nil {
 			return invalidf("components[%d] (%s): %v", i, c.Name, err)
 		}
 		if names[c.Name] {
 			return invalidf("components[%d]: name %q listed twice", i, c.Name)
 		}
 		names[c.Name] = true
+	}
+	programs := make(map[string]bool, len(m.Programs))
+	for i, p := range m.Programs {
+		if err := p.validate(files, buckets); err != nil {
+			return invalidf("programs[%d] (%s): %v", i, p.Name, err)
+		}
+		if programs[p.Name] {
+			return invalidf("programs[%d]: name %q listed twice", i, p.Name)
+		}
+		programs[p.Name] = true
 	}
 	return nil
 }
@@ -390,7 +404,7 @@ func (b Bucket) validate() error {
 	return nil
 }
 
-func (c Component) validate(files map[string]File, buckets map[Bucket]bool) error {
+func (c Component) validate(files map[string]File) error {
 	if err := checkToken(c.Name, "_.-"); err != nil {
 		return fmt.Errorf("name: %v", err)
 	}
@@ -413,23 +427,32 @@ func (c Component) validate(files map[string]File, buckets map[Bucket]bool) erro
 	if c.SHA256 != w.SHA256 {
 		return fmt.Errorf("sha256 %q differs from the files entry of %s", c.SHA256, c.Weights)
 	}
-	seen := make(map[Bucket]bool, len(c.Programs))
-	for i, p := range c.Programs {
-		if !buckets[p.Bucket] {
-			return fmt.Errorf("programs[%d]: bucket %s is not in buckets", i, p.Bucket)
+	return nil
+}
+
+func (p Program) validate(files map[string]File, buckets map[Bucket]bool) error {
+	if err := checkToken(p.Name, "_."); err != nil {
+		return fmt.Errorf("name: %v", err)
+	}
+	if len(p.Buckets) == 0 {
+		return errors.New("buckets is empty")
+	}
+	seen := make(map[Bucket]bool, len(p.Buckets))
+	for _, b := range p.Buckets {
+		if !buckets[b] {
+			return fmt.Errorf("bucket %s is not in the manifest's buckets", b)
 		}
-		if seen[p.Bucket] {
-			return fmt.Errorf("programs[%d]: bucket %s listed twice", i, p.Bucket)
+		if seen[b] {
+			return fmt.Errorf("bucket %s listed twice", b)
 		}
-		seen[p.Bucket] = true
-		if err := checkProgramHash(p.Hash); err != nil {
-			return fmt.Errorf("programs[%d]: %v", i, err)
-		}
-		if p.File != "" {
-			if _, ok := files[p.File]; !ok {
-				return fmt.Errorf("programs[%d]: file %q is not in files", i, p.File)
-			}
-		}
+		seen[b] = true
+	}
+	f, ok := files[p.File]
+	if !ok {
+		return fmt.Errorf("file %q is not in files", p.File)
+	}
+	if p.SHA256 != f.SHA256 {
+		return fmt.Errorf("sha256 %q differs from the files entry of %s", p.SHA256, p.File)
 	}
 	return nil
 }
@@ -515,15 +538,6 @@ func checkToken(s, punct string) error {
 func checkSHA256(s string) error {
 	if len(s) != 64 || !isLowerHex(s) {
 		return fmt.Errorf("sha256 %q is not 64 lower-case hex digits", s)
-	}
-	return nil
-}
-
-// checkProgramHash accepts lower-case hex of 16 to 128 digits: the hash
-// function is the compiler's choice, but it ends up in file names.
-func checkProgramHash(s string) error {
-	if len(s) < 16 || len(s) > 128 || !isLowerHex(s) {
-		return fmt.Errorf("hash %q is not 16 to 128 lower-case hex digits", s)
 	}
 	return nil
 }

@@ -29,18 +29,19 @@ func validManifest() *Manifest {
 		Components: []Component{{
 			Name: "unet", Kind: KindUNet, Config: "configs/unet.json", Weights: "weights/unet.safetensors",
 			Tensors: 686, Bytes: 900, SHA256: sum('a'),
-			Programs: []Program{
-				{Bucket: Bucket{512, 512, 1}, Hash: "0123456789abcdef", File: "programs/unet-512x512x1.mlir"},
-				{Bucket: Bucket{768, 512, 2}, Hash: "fedcba9876543210"},
-			},
 		}, {
 			Name: "controlnet.0", Kind: KindControlNet, Config: "configs/controlnet.0.json", Weights: "weights/controlnet.0.safetensors",
 			Tensors: 340, Bytes: 500, SHA256: sum('b'),
 		}},
+		Programs: []Program{
+			{Name: "clip_text_b1_t77_skip0", Buckets: []Bucket{{512, 512, 1}, {768, 512, 2}}, File: "programs/clip_text_b1_t77_skip0.mlir", SHA256: sum('f')},
+			{Name: "step_b2_64x64_cn1", Buckets: []Bucket{{512, 512, 1}}, File: "programs/step_b2_64x64_cn1.mlir", SHA256: sum('e')},
+		},
 		Files: []File{
 			{Path: "configs/controlnet.0.json", Size: 10, SHA256: sum('c')},
 			{Path: "configs/unet.json", Size: 10, SHA256: sum('d')},
-			{Path: "programs/unet-512x512x1.mlir", Size: 10, SHA256: sum('e')},
+			{Path: "programs/clip_text_b1_t77_skip0.mlir", Size: 10, SHA256: sum('f')},
+			{Path: "programs/step_b2_64x64_cn1.mlir", Size: 10, SHA256: sum('e')},
 			{Path: "weights/controlnet.0.safetensors", Size: 600, SHA256: sum('b')},
 			{Path: "weights/unet.safetensors", Size: 1000, SHA256: sum('a')},
 		},
@@ -84,7 +85,7 @@ func TestParseManifestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), `"format_version": "1.0"`) {
+	if !strings.Contains(string(data), `"format_version": "1.1"`) {
 		t.Errorf("format_version not written as a string:\n%s", data)
 	}
 	got, err := ParseManifest(data)
@@ -162,7 +163,7 @@ func TestValidate(t *testing.T) {
 		{"valid", func(m *Manifest) {}, ""},
 		{"no loras", func(m *Manifest) { m.LoRAs = nil }, ""},
 		{"negative lora scale", func(m *Manifest) { m.LoRAs[0].Scale = -0.5 }, ""},
-		{"program without file", func(m *Manifest) { m.Components[0].Programs[0].File = "" }, ""},
+
 		{"nil build id", func(m *Manifest) { m.BuildID = uuid.Nil }, "build_id is missing"},
 		{"zero created", func(m *Manifest) { m.Created = time.Time{} }, "created is missing"},
 		{"no tool", func(m *Manifest) { m.ToolVersion = "" }, "tool_version: missing"},
@@ -189,11 +190,14 @@ func TestValidate(t *testing.T) {
 		{"absurd tensors", func(m *Manifest) { m.Components[0].Tensors = 1 << 30 }, "out of range"},
 		{"bytes over file", func(m *Manifest) { m.Components[0].Bytes = 1001 }, "bytes 1001 out of range"},
 		{"component sha differs", func(m *Manifest) { m.Components[0].SHA256 = sum('f') }, "differs from the files entry"},
-		{"program unknown bucket", func(m *Manifest) { m.Components[0].Programs[0].Bucket.Batch = 4 }, "not in buckets"},
-		{"program bucket twice", func(m *Manifest) { m.Components[0].Programs[1].Bucket = m.Buckets[0] }, "listed twice"},
-		{"program short hash", func(m *Manifest) { m.Components[0].Programs[0].Hash = "abc" }, "hash"},
-		{"program upper hash", func(m *Manifest) { m.Components[0].Programs[0].Hash = "0123456789ABCDEF" }, "hash"},
-		{"program file not listed", func(m *Manifest) { m.Components[0].Programs[0].File = "programs/x.mlir" }, "not in files"},
+		{"program unknown bucket", func(m *Manifest) { m.Programs[0].Buckets[0].Batch = 4 }, "not in the manifest's buckets"},
+		{"program bucket twice", func(m *Manifest) { m.Programs[0].Buckets[1] = m.Programs[0].Buckets[0] }, "listed twice"},
+		{"program without buckets", func(m *Manifest) { m.Programs[1].Buckets = nil }, "buckets is empty"},
+		{"program name twice", func(m *Manifest) { m.Programs[1].Name = m.Programs[0].Name }, "listed twice"},
+		{"program bad name", func(m *Manifest) { m.Programs[0].Name = "../x" }, "name"},
+		{"program wrong hash", func(m *Manifest) { m.Programs[0].SHA256 = sum('e') }, "differs from the files entry"},
+		{"program without file", func(m *Manifest) { m.Programs[0].File = "" }, "not in files"},
+		{"program file not listed", func(m *Manifest) { m.Programs[0].File = "programs/x.mlir" }, "not in files"},
 		{"no files", func(m *Manifest) { m.Files = nil }, "files is empty"},
 		{"duplicate file", func(m *Manifest) { m.Files = append(m.Files, m.Files[0]) }, "listed twice"},
 		{"file negative size", func(m *Manifest) { m.Files[0].Size = -1 }, "size -1"},
@@ -237,13 +241,13 @@ func TestValidate(t *testing.T) {
 
 func TestConventionalPaths(t *testing.T) {
 	for _, p := range []string{
-		WeightsPath("controlnet.0"), ConfigPath("text_encoder"), ProgramPath("vae", Bucket{512, 768, 1}),
+		WeightsPath("controlnet.0"), ConfigPath("text_encoder"), ProgramPath("vae_decoder_b1_64x96"),
 	} {
 		if err := checkPath(p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
-	if got, want := ProgramPath("unet", Bucket{512, 512, 2}), "programs/unet-512x512x2.mlir"; got != want {
+	if got, want := ProgramPath("step_b2_64x64_cn1"), "programs/step_b2_64x64_cn1.mlir"; got != want {
 		t.Errorf("ProgramPath = %q, want %q", got, want)
 	}
 }

@@ -377,7 +377,7 @@ func writeWeightsBundle(t testing.TB, dir string, data []byte) {
 	}
 	m := sampleManifest()
 	m.Components = m.Components[:1]
-	m.Components[0].Programs = nil
+	m.Programs = nil
 	m.Components[0].Bytes = int64(len(data)) - 128
 	if err := w.Commit(m); err != nil {
 		t.Fatal(err)

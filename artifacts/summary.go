@@ -40,16 +40,27 @@ func (m *Manifest) summary(dir string) string {
 
 	fmt.Fprintf(&sb, "components (%d):\n", len(m.Components))
 	for _, c := range m.Components {
-		exported := 0
-		for _, p := range c.Programs {
-			if p.File != "" {
-				exported++
-			}
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d tensors\t%s\t%s\tprograms %d (%d exported)\n",
-			c.Name, c.Kind, c.Tensors, formatBytes(c.Bytes), c.Weights, len(c.Programs), exported)
+		fmt.Fprintf(tw, "  %s\t%s\t%d tensors\t%s\t%s\n", c.Name, c.Kind, c.Tensors, formatBytes(c.Bytes), c.Weights)
 	}
 	tw.Flush()
+
+	if len(m.Programs) == 0 {
+		sb.WriteString("programs: none (traced at cold start)\n")
+	} else {
+		fmt.Fprintf(&sb, "programs (%d, StableHLO):\n", len(m.Programs))
+		sizes := make(map[string]int64, len(m.Files))
+		for _, f := range m.Files {
+			sizes[f.Path] = f.Size
+		}
+		for _, p := range m.Programs {
+			bs := make([]string, len(p.Buckets))
+			for i, b := range p.Buckets {
+				bs[i] = b.String()
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\tsha256 %s\tbuckets %s\n", p.Name, p.File, formatBytes(sizes[p.File]), short(p.SHA256), strings.Join(bs, ", "))
+		}
+		tw.Flush()
+	}
 
 	fmt.Fprintf(&sb, "sources (%d):\n", len(m.Sources))
 	for _, s := range m.Sources {

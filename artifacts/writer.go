@@ -49,6 +49,12 @@ func NewWriter(finalDir string) (*Writer, error) {
 	return &Writer{final: final, tmp: tmp, files: make(map[string]*File)}, nil
 }
 
+// Dir is the temporary directory files are written into until Commit.
+// The compiler reads back what it wrote from there (to trace programs on the
+// very files the function will load); the path is gone after Commit or
+// Abort.
+func (w *Writer) Dir() string { return w.tmp }
+
 // AddBytes writes data to the bundle path rel.
 func (w *Writer) AddBytes(rel string, data []byte) (File, error) {
 	return w.AddStream(rel, func(dst io.Writer) error {
@@ -239,6 +245,12 @@ func (w *Writer) complete(m *Manifest) error {
 		c := &m.Components[i]
 		if f := w.files[c.Weights]; c.SHA256 == "" && f != nil {
 			c.SHA256 = f.SHA256
+		}
+	}
+	for i := range m.Programs {
+		p := &m.Programs[i]
+		if f := w.files[p.File]; p.SHA256 == "" && f != nil {
+			p.SHA256 = f.SHA256
 		}
 	}
 	return nil

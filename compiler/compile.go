@@ -250,7 +250,6 @@ func Compile(opts Options) (*Result, error) {
 			return nil, fmt.Errorf("compile: %s: %w", c.name, err)
 		}
 		res.Stats[c.name] = stats
-		entry.Programs = programs(entry, opts.Buckets)
 		m.Components = append(m.Components, entry)
 	}
 
@@ -267,6 +266,9 @@ func Compile(opts Options) (*Result, error) {
 		}
 	}
 	if _, err := w.AddBytes(artifacts.SchedulerConfigPath, model.SchedulerConfig); err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	if m.Programs, err = tracePrograms(w, m, logf); err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
 	if err := w.Commit(m); err != nil {
@@ -341,20 +343,6 @@ func writeComponent(w *artifacts.Writer, c component, dtype string, opts Options
 	logf("%s: %d tensors, %d bytes", c.name, len(names), bytes)
 	return artifacts.Component{Name: c.name, Kind: c.kind, Config: artifacts.ConfigPath(c.name), Weights: artifacts.WeightsPath(c.name),
 		Tensors: len(names), Bytes: bytes, SHA256: file.SHA256}, stats, nil
-}
-
-// programs names the program of each bucket by a hash of everything that
-// determines it: the compiler version, the component and its weights. The
-// function keys its executable cache by this hash; on backends that can
-// export programs the compiler would store their text beside it.
-func programs(c artifacts.Component, buckets []artifacts.Bucket) []artifacts.Program {
-	out := make([]artifacts.Program, 0, len(buckets))
-	for _, b := range buckets {
-		h := sha256.New()
-		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%dx%dx%d", ToolVersion, c.Name, c.Kind, c.SHA256, b.Width, b.Height, b.Batch)
-		out = append(out, artifacts.Program{Bucket: b, Hash: hex.EncodeToString(h.Sum(nil))})
-	}
-	return out
 }
 
 func sourceEntry(path, role string) (artifacts.Source, error) {

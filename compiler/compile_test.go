@@ -40,7 +40,7 @@ func compileTo(t *testing.T, opts Options) (*artifacts.Bundle, *Result) {
 	return b, res
 }
 
-// The manifest lists every component with its programs; the bundle
+// The manifest lists every component and the traced programs; the bundle
 // verifies. (internal/e2e generates images from compiled bundles.)
 func TestCompileDiffusersFolder(t *testing.T) {
 	for _, dtype := range []string{artifacts.DTypeFloat32, artifacts.DTypeFloat16} {
@@ -49,9 +49,12 @@ func TestCompileDiffusersFolder(t *testing.T) {
 			t.Fatalf("manifest: %+v", res.Manifest)
 		}
 		for _, c := range res.Manifest.Components {
-			if len(c.Programs) != 1 || c.Programs[0].Hash == "" || c.Tensors == 0 {
+			if c.Tensors == 0 {
 				t.Errorf("component %s: %+v", c.Name, c)
 			}
+		}
+		if len(res.Manifest.Programs) == 0 {
+			t.Errorf("no programs traced")
 		}
 	}
 }

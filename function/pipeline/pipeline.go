@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/controlfn/controlfn/kernels/clip"
@@ -380,4 +382,22 @@ func since(t *time.Time) time.Duration {
 	d := now.Sub(*t)
 	*t = now
 	return d
+}
+
+// Programs lists every compiled program (text encoders, denoising steps,
+// VAE decoders), sorted by name. On a trace-only backend (kernels/hlo)
+// these are the programs a bundle ships as StableHLO.
+func (p *Pipeline) Programs() []*nn.Program {
+	var out []*nn.Program
+	for _, e := range p.encoders {
+		out = append(out, e.Program())
+	}
+	for _, prog := range p.steps {
+		out = append(out, prog)
+	}
+	for _, prog := range p.decoders {
+		out = append(out, prog)
+	}
+	slices.SortFunc(out, func(a, b *nn.Program) int { return strings.Compare(a.Name(), b.Name()) })
+	return out
 }

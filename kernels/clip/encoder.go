@@ -69,3 +69,6 @@ func (e *Encoder) Encode(ids []int32) ([]float32, error) {
 
 // Close releases the compiled program.
 func (e *Encoder) Close() { e.prog.Close() }
+
+// Program is the compiled encoder program.
+func (e *Encoder) Program() *nn.Program { return e.prog }

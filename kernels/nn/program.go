@@ -89,6 +89,10 @@ type Weights struct {
 	precision Precision
 	lowering  Lowering
 
+	// traceOnly backends (kernels/hlo) get weights' shapes, never their
+	// bytes.
+	traceOnly bool
+
 	mu     sync.Mutex
 	loaded map[weightKey]*tensors.Tensor
 	used   map[string]bool
@@ -108,6 +112,7 @@ func NewWeights(backend compute.Backend, src Source, precision Precision) *Weigh
 		src:       src,
 		precision: precision,
 		lowering:  LoweringFor(backend),
+		traceOnly: isTraceOnly(backend),
 		loaded:    map[weightKey]*tensors.Tensor{},
 		used:      map[string]bool{},
 	}
@@ -158,6 +163,45 @@ func goDType(d safetensors.DType) (dtypes.DType, error) {
 		return dtypes.Float64, nil
 	}
 	return dtypes.InvalidDType, fmt.Errorf("dtype %s is not a weight dtype", d)
+}
+
+// isTraceOnly reports a backend that records programs instead of running
+// them (kernels/hlo).
+func isTraceOnly(b compute.Backend) bool {
+	t, ok := b.(interface{ TraceOnly() bool })
+	return ok && t.TraceOnly()
+}
+
+// bind returns the shape a weight has on the device and, unless the
+// backend only traces, its tensor there.
+func (w *Weights) bind(name string, layout Layout) (shapes.Shape, *tensors.Tensor, error) {
+	if !w.traceOnly {
+		t, err := w.tensor(name, layout)
+		if err != nil {
+			return shapes.Invalid(), nil, err
+		}
+		return t.Shape(), t, nil
+	}
+	// The source's bytes are not touched: a mapped file stays unread.
+	dt, stored, _, err := w.src.Tensor(name)
+	if err != nil {
+		return shapes.Invalid(), nil, err
+	}
+	gdt, err := goDType(dt)
+	if err != nil {
+		return shapes.Invalid(), nil, err
+	}
+	if w.precision == Widen {
+		gdt = dtypes.Float32
+	}
+	dims, err := arrangedShape(layout, stored)
+	if err != nil {
+		return shapes.Invalid(), nil, err
+	}
+	w.mu.Lock()
+	w.used[name] = true
+	w.mu.Unlock()
+	return shapes.Make(gdt, dims...), nil, nil
 }
 
 // tensor returns the arranged host tensor for a weight, loading it once.
@@ -260,13 +304,13 @@ func (s Scope) Weight(name string, layout Layout) *graph.Node {
 	if n, ok := s.b.nodes[key]; ok {
 		return n
 	}
-	t, err := s.w.tensor(full, layout)
+	sh, t, err := s.w.bind(full, layout)
 	if err != nil {
 		panic(fmt.Errorf("weight %q: %w", full, err))
 	}
-	p := graph.Parameter(s.b.g, fmt.Sprintf("w%d:%s@%s", len(s.b.params), full, layout), t.Shape())
+	p := graph.Parameter(s.b.g, fmt.Sprintf("w%d:%s@%s", len(s.b.params), full, layout), sh)
 	n := p
-	if t.DType() != dtypes.Float32 {
+	if sh.DType != dtypes.Float32 {
 		n = graph.ConvertDType(p, dtypes.Float32)
 	}
 	s.b.nodes[key] = n
@@ -275,8 +319,10 @@ func (s Scope) Weight(name string, layout Layout) *graph.Node {
 }
 
 type binder struct {
-	g      *graph.Graph
-	nodes  map[boundKey]*graph.Node
+	g     *graph.Graph
+	nodes map[boundKey]*graph.Node
+	// params are the bound weights in parameter order, nil on a
+	// trace-only backend.
 	params []*tensors.Tensor
 }
 
@@ -294,6 +340,9 @@ type Program struct {
 	inputs  []shapes.Shape
 	weights []*tensors.Tensor
 	backend compute.Backend
+	// traced programs were built on a trace-only backend: they have a
+	// text, not weights, and cannot run.
+	traced bool
 }
 
 // BuildFunc traces a model: inputs are the program's parameters in order.
@@ -342,7 +391,20 @@ func CompileMulti(name string, ws []*Weights, inputs []shapes.Shape, build func(
 	if err := g.Compile(outs...); err != nil {
 		panic(err)
 	}
-	return &Program{name: name, g: g, inputs: inputs, weights: b.params, backend: backend}, nil
+	return &Program{name: name, g: g, inputs: inputs, weights: b.params, backend: backend, traced: isTraceOnly(backend)}, nil
+}
+
+// ErrTraced is returned by Run on a program built on a trace-only backend.
+var ErrTraced = errors.New("program was traced for export only; compile it on a real backend to run it")
+
+// StableHLO is the program's StableHLO text when its backend exports one
+// (kernels/hlo); ok is false on backends that only run programs.
+func (p *Program) StableHLO() (text []byte, ok bool) {
+	e, ok := p.g.Executable().(interface{ StableHLO() []byte })
+	if !ok {
+		return nil, false
+	}
+	return e.StableHLO(), true
 }
 
 // Name is the program's name.
@@ -353,6 +415,9 @@ func (p *Program) NumWeights() int { return len(p.weights) }
 
 // Run executes the program. Inputs must have the shapes it was compiled for.
 func (p *Program) Run(inputs ...*tensors.Tensor) (out []*tensors.Tensor, err error) {
+	if p.traced {
+		return nil, fmt.Errorf("%s: %w", p.name, ErrTraced)
+	}
 	if len(inputs) != len(p.inputs) {
 		return nil, fmt.Errorf("%s: %d inputs given, want %d", p.name, len(inputs), len(p.inputs))
 	}

@@ -93,9 +93,32 @@ func (l Layout) String() string {
 // tensor is written into *scratch (grown as needed and reused by the
 // caller), so loading a model makes no per-tensor garbage.
 func arrange(l Layout, elem int, shape []int, data []byte, scratch *[]byte) ([]int, []byte, error) {
+	stored, perm, err := layoutAxes(l, shape)
+	if err != nil || perm == nil {
+		return stored, data, err
+	}
+	return permute(elem, stored, data, perm, scratch)
+}
+
+// arrangedShape is the shape arrange gives a stored shape, without data.
+func arrangedShape(l Layout, shape []int) ([]int, error) {
+	stored, perm, err := layoutAxes(l, shape)
+	if err != nil || perm == nil {
+		return stored, err
+	}
+	out := make([]int, len(perm))
+	for i, p := range perm {
+		out[i] = stored[p]
+	}
+	return out, nil
+}
+
+// layoutAxes is the stored shape a layout reads (1×1 kernels squeezed) and
+// the permutation of its axes it makes, nil when the bytes stay as stored.
+func layoutAxes(l Layout, shape []int) ([]int, []int, error) {
 	switch l {
 	case AsStored:
-		return shape, data, nil
+		return shape, nil, nil
 	case InOut:
 		switch {
 		case len(shape) == 2:
@@ -104,12 +127,12 @@ func arrange(l Layout, elem int, shape []int, data []byte, scratch *[]byte) ([]i
 		default:
 			return nil, nil, fmt.Errorf("layout %s needs a [out, in] or [out, in, 1, 1] weight, got %v", l, shape)
 		}
-		return permute(elem, shape, data, []int{1, 0}, scratch)
+		return shape, []int{1, 0}, nil
 	case HWIO:
 		if len(shape) != 4 {
 			return nil, nil, fmt.Errorf("layout %s needs a [out, in, kh, kw] weight, got %v", l, shape)
 		}
-		return permute(elem, shape, data, []int{2, 3, 1, 0}, scratch)
+		return shape, []int{2, 3, 1, 0}, nil
 	}
 	return nil, nil, fmt.Errorf("unknown layout %d", int(l))
 }

@@ -1,0 +1,76 @@
+package compiler
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/controlfn/controlfn/artifacts"
+	"github.com/controlfn/controlfn/function/pipeline"
+	"github.com/controlfn/controlfn/kernels/hlo"
+	"github.com/controlfn/controlfn/kernels/nn"
+)
+
+// tracePrograms traces every program the function compiles for the
+// bundle's buckets (text encoders, the fused ControlNet + UNet step with
+// and without guidance, the VAE decoder) on the StableHLO export backend,
+// reading shapes from the weight files already written into w, and stores
+// each program's text under programs/. The function's own pipeline code
+// does the tracing, so the stored programs are the ones it builds; and a
+// config the kernels refuse fails the compile rather than the cold start.
+//
+// Weights stay fp16 in the programs (converted inside the graph), as they
+// do on an XLA device. Programs with a clip skip are traced by the
+// function when asked for.
+func tracePrograms(w *artifacts.Writer, m *artifacts.Manifest, logf func(string, ...any)) ([]artifacts.Program, error) {
+	comps, err := pipeline.LoadBundle(&artifacts.Bundle{Dir: w.Dir(), Manifest: m})
+	if err != nil {
+		return nil, err
+	}
+	defer comps.Close()
+	backend := hlo.New()
+	var out []artifacts.Program
+	index := map[string]int{}
+	texts := map[string][]byte{}
+	for _, b := range m.Buckets {
+		p, err := pipeline.New(comps, pipeline.Options{
+			Backend:   backend,
+			Precision: nn.KeepStored,
+			Buckets:   []pipeline.Bucket{{Width: b.Width, Height: b.Height, NumImages: b.Batch}},
+			Limits:    pipeline.Limits{MaxImages: max(b.Batch, 1)},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("trace bucket %s: %w", b, err)
+		}
+		progs := p.Programs()
+		for _, prog := range progs {
+			text, ok := prog.StableHLO()
+			if !ok {
+				p.Close()
+				return nil, fmt.Errorf("trace %s: the export backend returned no StableHLO", prog.Name())
+			}
+			if i, seen := index[prog.Name()]; seen {
+				// A text encoder serves every bucket; it must trace the same.
+				if !bytes.Equal(texts[prog.Name()], text) {
+					p.Close()
+					return nil, fmt.Errorf("trace %s: program differs between buckets", prog.Name())
+				}
+				out[i].Buckets = append(out[i].Buckets, b)
+				continue
+			}
+			path := artifacts.ProgramPath(prog.Name())
+			if _, err := w.AddBytes(path, text); err != nil {
+				p.Close()
+				return nil, err
+			}
+			sum := sha256.Sum256(text)
+			index[prog.Name()] = len(out)
+			texts[prog.Name()] = text
+			out = append(out, artifacts.Program{Name: prog.Name(), Buckets: []artifacts.Bucket{b}, File: path, SHA256: hex.EncodeToString(sum[:])})
+		}
+		p.Close()
+		logf("programs: bucket %s traced (%d programs)", b, len(progs))
+	}
+	return out, nil
+}
