@@ -3,6 +3,7 @@ package nn
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -315,6 +316,7 @@ func (s Scope) Weight(name string, layout Layout) *graph.Node {
 	}
 	s.b.nodes[key] = n
 	s.b.params = append(s.b.params, t)
+	s.b.bindings = append(s.b.bindings, Binding{Name: full, Layout: layout})
 	return n
 }
 
@@ -322,8 +324,16 @@ type binder struct {
 	g     *graph.Graph
 	nodes map[boundKey]*graph.Node
 	// params are the bound weights in parameter order, nil on a
-	// trace-only backend.
-	params []*tensors.Tensor
+	// trace-only backend; bindings name them.
+	params   []*tensors.Tensor
+	bindings []Binding
+}
+
+// Binding names the weight behind one weight parameter of a program: the
+// stored (diffusers) name and the layout it was arranged in.
+type Binding struct {
+	Name   string
+	Layout Layout
 }
 
 type boundKey struct {
@@ -335,11 +345,12 @@ type boundKey struct {
 // weights bound. Run it as often as needed; it is safe for one caller at a
 // time.
 type Program struct {
-	name    string
-	g       *graph.Graph
-	inputs  []shapes.Shape
-	weights []*tensors.Tensor
-	backend compute.Backend
+	name     string
+	g        *graph.Graph
+	inputs   []shapes.Shape
+	weights  []*tensors.Tensor
+	bindings []Binding
+	backend  compute.Backend
 	// traced programs were built on a trace-only backend: they have a
 	// text, not weights, and cannot run.
 	traced bool
@@ -391,7 +402,7 @@ func CompileMulti(name string, ws []*Weights, inputs []shapes.Shape, build func(
 	if err := g.Compile(outs...); err != nil {
 		panic(err)
 	}
-	return &Program{name: name, g: g, inputs: inputs, weights: b.params, backend: backend, traced: isTraceOnly(backend)}, nil
+	return &Program{name: name, g: g, inputs: inputs, weights: b.params, bindings: b.bindings, backend: backend, traced: isTraceOnly(backend)}, nil
 }
 
 // ErrTraced is returned by Run on a program built on a trace-only backend.
@@ -409,6 +420,10 @@ func (p *Program) StableHLO() (text []byte, ok bool) {
 
 // Name is the program's name.
 func (p *Program) Name() string { return p.name }
+
+// Bindings lists the weight parameters, which follow the inputs, in
+// order: what another runtime running the program's StableHLO must pass.
+func (p *Program) Bindings() []Binding { return slices.Clone(p.bindings) }
 
 // NumWeights is the count of weight tensors bound as parameters.
 func (p *Program) NumWeights() int { return len(p.weights) }

@@ -100,6 +100,21 @@ func arrange(l Layout, elem int, shape []int, data []byte, scratch *[]byte) ([]i
 	return permute(elem, stored, data, perm, scratch)
 }
 
+// Arrange reads a stored weight and rearranges it as programs bind it
+// (Binding.Layout): the dtype stays the stored one.
+func Arrange(src Source, name string, layout Layout) (safetensors.DType, []int, []byte, error) {
+	dt, shape, data, err := src.Tensor(name)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	var scratch []byte
+	shape, data, err = arrange(layout, dt.Size(), shape, data, &scratch)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("weight %q: %w", name, err)
+	}
+	return dt, shape, data, nil
+}
+
 // arrangedShape is the shape arrange gives a stored shape, without data.
 func arrangedShape(l Layout, shape []int) ([]int, error) {
 	stored, perm, err := layoutAxes(l, shape)
