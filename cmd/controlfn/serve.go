@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/controlfn/controlfn/function/server"
@@ -43,6 +44,7 @@ func runServe(args []string) error {
 	fp32 := fs.Bool("fp32-weights", false, "widen weights to fp32 on the device (twice the weight memory; see docs/BENCHMARKS.md)")
 	warm := fs.Bool("warm-up", true, "run one warm-up generation per bucket before reporting ready")
 	logPrompts := fs.Bool("log-prompts", false, "include prompt text in request logs (debug)")
+	xlaCache := fs.Bool("xla-cache", os.Getenv("CONTROLFN_XLA_CACHE") == "1", "keep XLA's GPU kernel and autotune caches in the bundle's cache/ so the next cold start on this GPU compiles less (xla backends; $CONTROLFN_XLA_CACHE=1)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: controlfn serve --bundle DIR [--addr HOST:PORT]\n\nPOST /v1/generate, GET /healthz, /readyz, /metrics.\n\n")
 		fs.PrintDefaults()
@@ -53,6 +55,9 @@ func runServe(args []string) error {
 	if *bundle == "" {
 		fs.Usage()
 		return errors.New("--bundle is required")
+	}
+	if *xlaCache && !strings.HasPrefix(*backendSpec, "xla") {
+		return fmt.Errorf("--xla-cache needs an xla backend, not %q", *backendSpec)
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -65,6 +70,15 @@ func runServe(args []string) error {
 	// Load in the background so /healthz answers during the cold start and
 	// /readyz turns 200 only once the programs are warm.
 	go func() {
+		if *xlaCache {
+			// XLA reads its flags when the backend's client is created.
+			dir, err := service.EnableXLACache(*bundle, service.GPUName())
+			if err != nil {
+				loadErr <- err
+				return
+			}
+			logger.Info("xla cache", "dir", dir)
+		}
 		backend, err := nn.NewBackend(*backendSpec)
 		if err != nil {
 			loadErr <- err
