@@ -14,7 +14,7 @@
 //	manifest.json                       written last: its presence marks a complete bundle
 //	weights/<component>.safetensors     fp16, LoRA merged
 //	configs/<component>.json            the component's diffusers config.json
-//	programs/<component>-<W>x<H>x<B>.mlir  StableHLO text, where the backend exports it
+//	programs/<name>.mlir                StableHLO text of each traced program (see Program)
 //	tokenizer/...                       vocab.json, merges.txt, tokenizer configs
 //	scheduler_config.json
 //	cache/<backend>-<device>/<key>.exec serialized executables, see StoreExecutable
@@ -54,8 +54,10 @@
 // cache stays empty.
 // XLA's PJRT C API can serialize a compiled executable
 // (PJRT_Executable_Serialize, PJRT_Executable_DeserializeAndLoad), but
-// go-xla v0.4.5 has no Go binding for them yet; until it does, the XLA
-// cache stays empty too, and these helpers are the place its bytes will go.
+// go-xla v0.4.5 has no Go binding for them yet; these helpers are the place
+// those bytes will go. Until then the function can point XLA's own GPU
+// caches (compiled kernels, autotuning results; content-keyed by XLA) into
+// CacheDir(bundle, "xla", <gpu model>) (function/service.EnableXLACache).
 //
 // An entry file holds a fixed header and the payload:
 //

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/controlfn/controlfn/artifacts"
 	"github.com/controlfn/controlfn/function/pipeline"
@@ -34,6 +35,7 @@ func tracePrograms(w *artifacts.Writer, m *artifacts.Manifest, logf func(string,
 	index := map[string]int{}
 	texts := map[string][]byte{}
 	for _, b := range m.Buckets {
+		start := time.Now()
 		p, err := pipeline.New(comps, pipeline.Options{
 			Backend:   backend,
 			Precision: nn.KeepStored,
@@ -70,7 +72,7 @@ func tracePrograms(w *artifacts.Writer, m *artifacts.Manifest, logf func(string,
 			out = append(out, artifacts.Program{Name: prog.Name(), Buckets: []artifacts.Bucket{b}, File: path, SHA256: hex.EncodeToString(sum[:])})
 		}
 		p.Close()
-		logf("programs: bucket %s traced (%d programs)", b, len(progs))
+		logf("programs: bucket %s traced (%d programs) in %s", b, len(progs), time.Since(start).Round(time.Millisecond))
 	}
 	return out, nil
 }
