@@ -24,8 +24,8 @@ import (
 const usageText = `usage: controlfn eval --out DIR [flags]
 
 Generates every prompt × control map × seed with the optimized bundle (fp16,
-LoRAs merged, as compile ships it) and with an fp32 reference bundle under the
-same seeds, and reports fidelity (PSNR, SSIM, MS-SSIM, latent differences) and
+LoRAs merged, as compile ships it) and with a reference (fp32 base weights,
+LoRAs applied unmerged at run time) under the same seeds, and reports fidelity (PSNR, SSIM, MS-SSIM, latent differences) and
 control accuracy (edge F1 of Canny of each image against the control map) as
 report.md, report.json and grid.png in --out.
 
@@ -55,7 +55,7 @@ func command(args []string, stdout, stderr io.Writer) error {
 	var controlNets, loras cliflag.List
 	fs.Var(&controlNets, "controlnet", "ControlNet folder or control_*.safetensors (repeatable; default: the model folder's)")
 	// A LoRA path may contain a comma, so --lora is repeatable only.
-	fs.Func("lora", "LoRA FILE[:SCALE] merged into both configurations (repeatable; scale default 1)", func(v string) error {
+	fs.Func("lora", "LoRA FILE[:SCALE]: merged into the optimized bundle, applied unmerged in the reference (repeatable; scale default 1)", func(v string) error {
 		loras = append(loras, v)
 		return nil
 	})

@@ -5,8 +5,11 @@
 //
 // For every prompt × control map × seed it generates twice under the same
 // seed: once from the optimized bundle (fp16 weights, LoRAs merged, as
-// `controlfn compile` ships it) and once from a reference bundle compiled
-// from the same checkpoint in fp32. It then reports
+// `controlfn compile` ships it) and once from the reference: an fp32 bundle
+// of the base weights with the LoRAs applied unmerged, beside each weight
+// in the graph (W·x + s·up·(down·x), as PEFT runs them; nn.Weights.WithLoRAs,
+// matched and checked by compiler/lora exactly as the merge is). It then
+// reports
 //
 //   - fidelity of optimized against reference images: PSNR, SSIM and
 //     MS-SSIM (package eval/metrics), and the largest and mean absolute
@@ -16,12 +19,8 @@
 //     measure for Canny control), so that any cost of the optimization in
 //     control shows as a difference between the two F1s.
 //
-// The reference is not "LoRA unmerged": the kernels only run merged
-// weights, so the reference bundle carries the LoRA merged in float64
-// accumulation and rounded once to fp32 (compiler/lora), the most exact
-// merged form there is; the report states this. What the comparison
-// isolates is the fp16 cast, and a LoRA merge that behaved differently at
-// fp16 than at fp32.
+// The comparison therefore measures both things the compiler does: the
+// merge and the fp16 cast.
 //
 // The control maps are a small built-in set drawn here (circles, boxes,
 // lines, a grid: one-pixel white edges on black, what a Canny ControlNet

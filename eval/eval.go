@@ -15,20 +15,12 @@ import (
 	"github.com/controlfn/controlfn/compiler"
 	"github.com/controlfn/controlfn/compiler/checkpoint"
 	"github.com/controlfn/controlfn/compiler/demomodel"
+	"github.com/controlfn/controlfn/compiler/lora"
 	"github.com/controlfn/controlfn/eval/metrics"
 	"github.com/controlfn/controlfn/function/pipeline"
 	"github.com/controlfn/controlfn/kernels/imageproc"
 	"github.com/controlfn/controlfn/kernels/nn"
 )
-
-// Deviation is the report's statement of how the reference differs from
-// the "fp32, LoRA unmerged" reference the evaluation was specified with.
-const Deviation = "The reference was specified as fp32 weights with the LoRA applied unmerged " +
-	"(W·x + s·up·(down·x) at run time). The kernels only run merged weights, so the reference is an " +
-	"fp32 bundle with the LoRA merged in float64 accumulation and rounded once to fp32: every weight is " +
-	"the correctly rounded fp32 value of W + s·(α/r)·up·down, and an unmerged fp32 forward pass would differ " +
-	"from it only by fp32 rounding, far below the fp16 effects measured here. The comparison therefore " +
-	"isolates the fp16 cast of the merged weights; it does not measure merging itself."
 
 // Config is one evaluation. DefaultConfig gives the standard settings;
 // Run uses every value as given except where a field says otherwise.
@@ -185,7 +177,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer os.RemoveAll(work)
 
-	r := &Report{Version: ReportVersion, Created: time.Now().UTC(), Deviation: Deviation, Prompts: cfg.Prompts}
+	r := &Report{Version: ReportVersion, Created: time.Now().UTC(), Prompts: cfg.Prompts}
 	r.Model = ModelInfo{Path: cfg.Model, ControlNets: cfg.ControlNets}
 	loras := cfg.LoRAs
 	if cfg.Model == "" {
@@ -209,12 +201,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			r.Model.LoRAs = append(r.Model.LoRAs, LoRAInfo{File: l.Path, Scale: l.Scale})
 		}
 	}
-	loraNote := "LoRA merged"
+	merged, unmerged := "LoRA merged", "LoRA applied unmerged (W·x + s·up·(down·x) in the graph, as PEFT runs it)"
 	if len(loras) == 0 {
-		loraNote = "no LoRA"
+		merged, unmerged = "no LoRA", "no LoRA"
 	}
-	r.Optimized = Variant{Description: "fp16 bundle, " + loraNote + " (what compile ships)", DType: artifacts.DTypeFloat16}
-	r.Reference = Variant{Description: "fp32 bundle, " + loraNote + " in float64-accumulated fp32", DType: artifacts.DTypeFloat32}
+	r.Optimized = Variant{Description: "fp16 bundle, " + merged + " (what compile ships)", DType: artifacts.DTypeFloat16}
+	r.Reference = Variant{Description: "fp32 bundle of the base weights, " + unmerged, DType: artifacts.DTypeFloat32}
 
 	var jobs []job
 	for p := range cfg.Prompts {
@@ -241,8 +233,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		dir := filepath.Join(work, "bundle-"+v.DType)
 		logf("compiling the %s bundle", v.DType)
 		t0 := time.Now()
+		// The reference keeps the base weights: its LoRAs are applied at
+		// run time, unmerged.
+		merge, unmerged := loras, []compiler.LoRASpec(nil)
+		if v == &r.Reference {
+			merge, unmerged = nil, loras
+		}
 		res, err := compiler.Compile(compiler.Options{
-			Model: cfg.Model, ControlNets: cfg.ControlNets, LoRAs: loras, Out: dir, DType: v.DType,
+			Model: cfg.Model, ControlNets: cfg.ControlNets, LoRAs: merge, Out: dir, DType: v.DType,
 			Buckets:       []artifacts.Bucket{{Width: cfg.Width, Height: cfg.Height, Batch: 1}},
 			ClampOverflow: cfg.ClampOverflow && v.DType == artifacts.DTypeFloat16, Checkpoint: cfg.Checkpoint,
 		})
@@ -250,7 +248,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("eval: %s bundle: %w", v.DType, err)
 		}
 		v.CompileSeconds = Float(time.Since(t0).Seconds())
-		v.BuildID, v.LoRAs = res.Manifest.BuildID.String(), len(res.Manifest.LoRAs)
+		v.BuildID, v.LoRAs = res.Manifest.BuildID.String(), len(res.Manifest.LoRAs)+len(unmerged)
 		if v.DType == artifacts.DTypeFloat16 {
 			for _, s := range res.Stats {
 				v.FP16Overflow += s.Overflow
@@ -260,7 +258,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		for _, w := range res.Warnings {
 			logf("warning: %s", w)
 		}
-		o, err := generateAll(ctx, dir, cfg, jobs, controlPNGs, v, logf)
+		o, err := generateAll(ctx, dir, cfg, jobs, controlPNGs, unmerged, v, logf)
 		if err != nil {
 			return nil, fmt.Errorf("eval: %s: %w", v.DType, err)
 		}
@@ -273,8 +271,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return r, nil
 }
 
-// generateAll loads one bundle and runs every job on it.
-func generateAll(ctx context.Context, dir string, cfg Config, jobs []job, controls [][]byte, v *Variant, logf func(string, ...any)) (_ []output, err error) {
+// generateAll loads one bundle and runs every job on it, with loras
+// applied unmerged.
+func generateAll(ctx context.Context, dir string, cfg Config, jobs []job, controls [][]byte, loras []compiler.LoRASpec, v *Variant, logf func(string, ...any)) (_ []output, err error) {
 	t0 := time.Now()
 	b, err := artifacts.Open(dir, artifacts.Options{Verify: artifacts.VerifyFull})
 	if err != nil {
@@ -290,7 +289,15 @@ func generateAll(ctx context.Context, dir string, cfg Config, jobs []job, contro
 		return nil, err
 	}
 	defer backend.Finalize()
-	p, err := pipeline.New(comps, pipeline.Options{Backend: backend, Buckets: []pipeline.Bucket{{Width: cfg.Width, Height: cfg.Height, NumImages: 1}}})
+	opts := pipeline.Options{Backend: backend, Buckets: []pipeline.Bucket{{Width: cfg.Width, Height: cfg.Height, NumImages: 1}}}
+	if len(loras) > 0 {
+		closeLoRAs, err := unmergedLoRAs(comps, loras, &opts)
+		if err != nil {
+			return nil, err
+		}
+		defer closeLoRAs()
+	}
+	p, err := pipeline.New(comps, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -427,4 +434,52 @@ func (r *Report) measure(cfg Config, jobs []job, opt, ref []output) error {
 	}
 	r.summarize()
 	return nil
+}
+
+// unmergedLoRAs opens the LoRA files and sets them on opts to be applied
+// unmerged to the UNet and the text encoder, checked against the bundle's
+// configs exactly as the compiler's merge checks them. The returned func
+// closes the files.
+func unmergedLoRAs(comps *pipeline.Components, specs []compiler.LoRASpec, opts *pipeline.Options) (func(), error) {
+	var files []*lora.File
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	var applied []lora.Applied
+	for _, s := range specs {
+		f, err := lora.Load(s.Path, lora.Options{})
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		files = append(files, f)
+		applied = append(applied, lora.Applied{File: f, Scale: s.Scale})
+	}
+	has := func(c lora.Component) bool {
+		for _, a := range applied {
+			if len(a.File.For(c)) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if has(lora.UNet) {
+		l, _, err := lora.Unmerged(lora.UNet, comps.UNet.Config.WeightShapes(false), applied, lora.Options{})
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		opts.UNetLoRAs = &l
+	}
+	if has(lora.TextEncoder) {
+		l, _, err := lora.Unmerged(lora.TextEncoder, comps.TextEncoder.Config.WeightShapes(), applied, lora.Options{})
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		opts.TextEncoderLoRAs = &l
+	}
+	return closeAll, nil
 }

@@ -49,7 +49,7 @@ func TestRunDemo(t *testing.T) {
 		t.Errorf("model info %+v: want the demo model with the demo LoRA", r.Model)
 	}
 	if r.Optimized.LoRAs != 1 || r.Reference.LoRAs != 1 {
-		t.Errorf("LoRAs merged: optimized %d, reference %d; want 1 each", r.Optimized.LoRAs, r.Reference.LoRAs)
+		t.Errorf("LoRA files: optimized %d (merged), reference %d (unmerged); want 1 each", r.Optimized.LoRAs, r.Reference.LoRAs)
 	}
 	if r.Optimized.DType != "float16" || r.Reference.DType != "float32" || r.Optimized.BuildID == r.Reference.BuildID {
 		t.Errorf("variants %+v / %+v", r.Optimized, r.Reference)
@@ -97,14 +97,14 @@ func TestRunDemo(t *testing.T) {
 	if err := json.Unmarshal(data, &back); err != nil {
 		t.Fatalf("report.json does not parse: %v", err)
 	}
-	if back.Version != ReportVersion || len(back.Samples) != 4 || back.Summary.PSNRMin != s.PSNRMin || back.Deviation != Deviation {
+	if back.Version != ReportVersion || len(back.Samples) != 4 || back.Summary.PSNRMin != s.PSNRMin {
 		t.Errorf("report.json round trip: %+v", back.Summary)
 	}
 	md, err := os.ReadFile(filepath.Join(out, ReportMarkdown))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"PSNR", "MS-SSIM", "edge F1", "Reference deviation", "grid.png", "p1-boxes-s1"} {
+	for _, want := range []string{"PSNR", "MS-SSIM", "edge F1", "applied unmerged", "grid.png", "p1-boxes-s1"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("report.md lacks %q", want)
 		}

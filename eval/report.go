@@ -21,7 +21,7 @@ import (
 )
 
 // ReportVersion is the version of the report.json schema.
-const ReportVersion = 1
+const ReportVersion = 2
 
 // The files a report is written as.
 const (
@@ -82,8 +82,6 @@ type Report struct {
 	// Optimized and Reference describe the two configurations compared.
 	Optimized Variant `json:"optimized"`
 	Reference Variant `json:"reference"`
-	// Deviation states how the reference differs from the one asked for.
-	Deviation string        `json:"deviation"`
 	Settings  Settings      `json:"settings"`
 	Prompts   []string      `json:"prompts"`
 	Controls  []ControlInfo `json:"controls"`
@@ -118,8 +116,9 @@ type Variant struct {
 	// DType is the stored weight dtype of its bundle.
 	DType   string `json:"dtype"`
 	BuildID string `json:"build_id"`
-	// LoRAs counts the LoRAs the bundle's manifest records as merged.
-	LoRAs int `json:"loras_merged"`
+	// LoRAs counts the LoRA files applied: merged into the bundle (the
+	// optimized variant) or unmerged at run time (the reference).
+	LoRAs int `json:"loras"`
 	// FP16Overflow and FP16Underflow count weights the fp16 cast clamped
 	// or flushed to zero (0 for the fp32 reference).
 	FP16Overflow  int64 `json:"fp16_overflow"`
@@ -385,11 +384,10 @@ func (r *Report) Markdown() string {
 	p("| configuration | %s | %s |\n", mdEscape(r.Optimized.Description), mdEscape(r.Reference.Description))
 	p("| stored weights | %s | %s |\n", r.Optimized.DType, r.Reference.DType)
 	p("| bundle build id | %s | %s |\n", r.Optimized.BuildID, r.Reference.BuildID)
-	p("| LoRAs merged (manifest) | %d | %d |\n", r.Optimized.LoRAs, r.Reference.LoRAs)
+	p("| LoRA files (merged in the bundle / unmerged at run time) | %d merged | %d unmerged |\n", r.Optimized.LoRAs, r.Reference.LoRAs)
 	p("| fp16 overflow / underflow | %d / %d | %d / %d |\n", r.Optimized.FP16Overflow, r.Optimized.FP16Underflow, r.Reference.FP16Overflow, r.Reference.FP16Underflow)
 	p("| compile, load (s) | %.2f, %.2f | %.2f, %.2f |\n", r.Optimized.CompileSeconds, r.Optimized.LoadSeconds, r.Reference.CompileSeconds, r.Reference.LoadSeconds)
 	p("| one generation (s) | %.3f | %.3f |\n\n", r.Optimized.GenerateSeconds, r.Reference.GenerateSeconds)
-	p("**Reference deviation.** %s\n\n", r.Deviation)
 
 	p("## Summary (%d samples)\n\n| metric | value |\n|---|---|\n", sm.Samples)
 	p("| PSNR min / mean | %s / %s dB |\n", fmtDB(sm.PSNRMin), fmtDB(sm.PSNRMean))

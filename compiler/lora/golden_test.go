@@ -93,13 +93,17 @@ func loadGoldenModel(t *testing.T) *goldenModel {
 
 func (g *goldenModel) runUNet(t *testing.T, src nn.Source) []float32 {
 	t.Helper()
-	b := g.backend
+	return g.runUNetWeights(t, nn.NewWeights(g.backend, src, nn.Widen))
+}
+
+func (g *goldenModel) runUNetWeights(t *testing.T, w *nn.Weights) []float32 {
+	t.Helper()
 	model, err := unet.NewUNet(g.unetCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := []shapes.Shape{g.sample.Shape(), shapes.Make(dtypes.Float32), g.context.Shape()}
-	p, err := nn.Compile("unet_lora", nn.NewWeights(b, src, nn.Widen), in, func(s nn.Scope, x []*graph.Node) []*graph.Node {
+	p, err := nn.Compile("unet_lora", w, in, func(s nn.Scope, x []*graph.Node) []*graph.Node {
 		return []*graph.Node{nn.NHWCToNCHW(model.Forward(s, nn.NCHWToNHWC(x[0]), x[1], x[2], nil))}
 	})
 	if err != nil {
@@ -115,12 +119,16 @@ func (g *goldenModel) runUNet(t *testing.T, src nn.Source) []float32 {
 
 func (g *goldenModel) runTextEncoder(t *testing.T, src nn.Source) []float32 {
 	t.Helper()
-	b := g.backend
+	return g.runTextEncoderWeights(t, nn.NewWeights(g.backend, src, nn.Widen))
+}
+
+func (g *goldenModel) runTextEncoderWeights(t *testing.T, w *nn.Weights) []float32 {
+	t.Helper()
 	m, err := clip.New(g.clipCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := clip.NewEncoder(m, nn.NewWeights(b, src, nn.Widen), g.idsShape[0], g.idsShape[1], 0)
+	enc, err := clip.NewEncoder(m, w, g.idsShape[0], g.idsShape[1], 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,4 +250,44 @@ func TestGoldenWrongModel(t *testing.T) {
 
 	_, _, err = Merge(UNet, g.clipSrc, g.clipCfg.WeightShapes(), []Applied{{f, 1}}, Options{Lenient: true})
 	wantErr(t, "UNet LoRA on the text encoder's names", err, "lora_kohya.safetensors", "another model")
+}
+
+// Both golden LoRAs applied unmerged (beside each weight in the graph, as
+// PEFT runs them) reproduce the same diffusers outputs, and every LoRA
+// module found its layer.
+func TestGoldenUnmerged(t *testing.T) {
+	g := loadGoldenModel(t)
+	for _, file := range []string{"lora_kohya.safetensors", "lora_peft.safetensors"} {
+		t.Run(file, func(t *testing.T) {
+			f, err := Load(golden.Path(t, file), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			loras := []Applied{{File: f, Scale: goldenScale}}
+			ul, rep, err := Unmerged(UNet, g.unetCfg.WeightShapes(false), loras, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Targets) != wantUNetTargets || len(ul.List) != wantUNetTargets {
+				t.Errorf("%d UNet targets, %d modules, want %d", len(rep.Targets), len(ul.List), wantUNetTargets)
+			}
+			uw := nn.NewWeights(g.backend, g.unetSrc, nn.Widen).WithLoRAs(ul)
+			unetOut := g.runUNetWeights(t, uw)
+			if unused := uw.UnusedLoRAs(); len(unused) > 0 {
+				t.Errorf("UNet LoRAs no layer applied: %v", unused)
+			}
+			golden.AssertClose(t, file+" unmerged unet_merged_t500", unetOut, g.unetWant, 1e-4)
+
+			tl, _, err := Unmerged(TextEncoder, g.clipCfg.WeightShapes(), loras, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw := nn.NewWeights(g.backend, g.clipSrc, nn.Widen).WithLoRAs(tl)
+			golden.AssertClose(t, file+" unmerged text_encoder_merged_last_hidden_state", g.runTextEncoderWeights(t, tw), g.clipWant, 1e-4)
+			if unused := tw.UnusedLoRAs(); len(unused) > 0 {
+				t.Errorf("text encoder LoRAs no layer applied: %v", unused)
+			}
+		})
+	}
 }

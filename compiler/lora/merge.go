@@ -48,15 +48,26 @@ type Report struct {
 // own bytes. The returned Source reads the LoRA Files lazily; keep them open
 // while it is in use.
 func Merge(c Component, base nn.Source, shapes map[string][]int, loras []Applied, opts Options) (*Source, Report, error) {
+	if base == nil {
+		return nil, Report{Component: c}, fmt.Errorf("lora: merge %s: no base weights", c)
+	}
+	targets, rep, err := plan(c, shapes, loras, opts)
+	if err != nil {
+		return nil, rep, err
+	}
+	return &Source{base: base, targets: targets, names: rep.Targets}, rep, nil
+}
+
+// plan matches every module of loras to a weight of component c and checks
+// it fits; Merge and Unmerged share it, so both accept and refuse exactly
+// the same LoRAs.
+func plan(c Component, shapes map[string][]int, loras []Applied, opts Options) (map[string]*target, Report, error) {
 	rep := Report{Component: c}
 	if c != UNet && c != TextEncoder {
 		return nil, rep, fmt.Errorf("lora: unknown component %q", c)
 	}
-	if base == nil {
-		return nil, rep, fmt.Errorf("lora: merge %s: no base weights", c)
-	}
 	res := newResolver(shapes)
-	src := &Source{base: base, targets: map[string]*target{}}
+	src := &Source{targets: map[string]*target{}}
 	for i, a := range loras {
 		if a.File == nil {
 			return nil, rep, fmt.Errorf("lora: merge %s: LoRA %d has no file", c, i)
@@ -122,9 +133,64 @@ func Merge(c Component, base nn.Source, shapes map[string][]int, loras []Applied
 		rep.Targets = append(rep.Targets, name)
 	}
 	sort.Strings(rep.Targets)
-	src.names = rep.Targets
-	return src, rep, nil
+	return src.targets, rep, nil
 }
+
+// Unmerged is Merge without merging: the same matching and checks, but the
+// result is the LoRA modules themselves, to be applied beside their weights
+// in the graph (nn.Weights.WithLoRAs), the way PEFT runs an unmerged LoRA.
+// The evaluation's reference uses it. The returned source serves each
+// module's down and up tensors as F32 and reads the Files lazily; keep them
+// open while it is in use.
+func Unmerged(c Component, shapes map[string][]int, loras []Applied, opts Options) (nn.LoRAs, Report, error) {
+	targets, rep, err := plan(c, shapes, loras, opts)
+	if err != nil {
+		return nn.LoRAs{}, rep, err
+	}
+	src := &moduleSource{tensors: map[string]moduleTensor{}}
+	out := nn.LoRAs{Source: src}
+	fileIndex := map[*File]int{}
+	for i, a := range loras {
+		fileIndex[a.File] = i
+	}
+	for _, name := range rep.Targets {
+		for _, d := range targets[name].deltas {
+			prefix := fmt.Sprintf("lora%d:", fileIndex[d.file])
+			down, up := prefix+d.mod.down, prefix+d.mod.up
+			src.tensors[down] = moduleTensor{d.file, d.mod.down, d.mod.downShape}
+			src.tensors[up] = moduleTensor{d.file, d.mod.up, d.mod.upShape}
+			out.List = append(out.List, nn.LoRA{Target: name, Down: down, Up: up, Scale: d.factor})
+		}
+	}
+	return out, rep, nil
+}
+
+// moduleSource serves LoRA module tensors by the names Unmerged gives them.
+type moduleSource struct {
+	tensors map[string]moduleTensor
+}
+
+type moduleTensor struct {
+	file  *File
+	key   string
+	shape []int
+}
+
+// Tensor implements nn.Source.
+func (s *moduleSource) Tensor(name string) (safetensors.DType, []int, []byte, error) {
+	t, ok := s.tensors[name]
+	if !ok {
+		return "", nil, nil, fmt.Errorf("lora: no module tensor %q", name)
+	}
+	v, err := t.file.values(t.key)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return safetensors.F32, slices.Clone(t.shape), safetensors.Float32Tensor(name, t.shape, v).Data, nil
+}
+
+// Has implements nn.Source.
+func (s *moduleSource) Has(name string) bool { _, ok := s.tensors[name]; return ok }
 
 // resolver maps LoRA module paths to the model's weight names.
 type resolver struct {

@@ -43,6 +43,11 @@ type Options struct {
 	FixedBuckets bool
 	// Limits bound requests; zero fields take their defaults.
 	Limits Limits
+	// UNetLoRAs and TextEncoderLoRAs are applied unmerged, beside their
+	// weights in the graph (nn.Weights.WithLoRAs): the evaluation's
+	// reference configuration. Bundles ship LoRAs merged instead. New
+	// fails if a warm bucket's programs leave one of them unapplied.
+	UNetLoRAs, TextEncoderLoRAs *nn.LoRAs
 }
 
 // Pipeline runs generations on one loaded model. It keeps the weights on
@@ -136,10 +141,23 @@ func New(c *Components, opts Options) (_ *Pipeline, err error) {
 		p.cnetW = append(p.cnetW, nn.NewWeights(p.backend, m.Weights, opts.Precision))
 	}
 	p.vaeW = nn.NewWeights(p.backend, c.VAE.Weights, opts.Precision)
+	if opts.UNetLoRAs != nil {
+		p.unetW.WithLoRAs(*opts.UNetLoRAs)
+	}
+	if opts.TextEncoderLoRAs != nil {
+		p.textW.WithLoRAs(*opts.TextEncoderLoRAs)
+	}
 
 	for _, b := range opts.Buckets {
 		if err := p.warm(b); err != nil {
 			return nil, err
+		}
+	}
+	if len(opts.Buckets) > 0 {
+		for name, w := range map[string]*nn.Weights{"UNet": p.unetW, "text encoder": p.textW} {
+			if unused := w.UnusedLoRAs(); len(unused) > 0 {
+				return nil, fmt.Errorf("pipeline: %d %s LoRA targets are in no layer of the model (first %q)", len(unused), name, unused[0])
+			}
 		}
 	}
 	return p, nil

@@ -19,7 +19,11 @@ func Linear(s Scope, x *Node) *Node {
 		panic(fmt.Errorf("%s: input has %d features, weight expects %d", s.Name("weight"), in, w.Shape().Dimensions[0]))
 	}
 	out := w.Shape().Dimensions[1]
-	y := MatMul(Reshape(x, -1, in), w)
+	x2 := Reshape(x, -1, in)
+	y := MatMul(x2, w)
+	for _, l := range s.loras("weight", InOut) {
+		y = Add(y, MulScalar(MatMul(MatMul(x2, l.down), l.up), l.scale))
+	}
 	outDims := append(append([]int(nil), dims[:len(dims)-1]...), out)
 	y = Reshape(y, outDims...)
 	if s.Has("bias") {
@@ -42,17 +46,37 @@ func Same(kernel int) Padding {
 // and padding because they are architecture, not weights.
 func Conv2D(s Scope, x *Node, stride int, pad Padding) *Node {
 	kernel := s.Weight("weight", HWIO) // [kh, kw, in, out]
+	xd := x.Shape().Dimensions
+	if cin := kernel.Shape().Dimensions[2]; len(xd) != 4 || xd[3] != cin {
+		panic(fmt.Errorf("%s: input %v is not NHWC with %d channels", s.Name("weight"), xd, cin))
+	}
+	y := conv(s.Lowering(), x, kernel, stride, pad)
+	for _, l := range s.loras("weight", HWIO) {
+		if ld := l.down.Shape().Dimensions; ld[2] != xd[3] {
+			panic(fmt.Errorf("%s: LoRA down kernel %v does not take %d channels", s.Name("weight"), ld, xd[3]))
+		}
+		h := conv(s.Lowering(), x, l.down, stride, pad) // [n, ho, wo, r]
+		hd := h.Shape().Dimensions
+		up := Reshape(MatMul(Reshape(h, -1, hd[3]), l.up), hd[0], hd[1], hd[2], -1)
+		y = Add(y, MulScalar(up, l.scale))
+	}
+	if s.Has("bias") {
+		y = Add(y, ExpandLeftToRank(s.Weight("bias", AsStored), y.Rank()))
+	}
+	return y
+}
+
+// conv is a 2-D convolution of NHWC x with an HWIO kernel in the
+// lowering's form.
+func conv(lowering Lowering, x, kernel *Node, stride int, pad Padding) *Node {
 	kd := kernel.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
 	xd := x.Shape().Dimensions
-	if len(xd) != 4 || xd[3] != cin {
-		panic(fmt.Errorf("%s: input %v is not NHWC with %d channels", s.Name("weight"), xd, cin))
-	}
 	var y *Node
 	switch {
 	case kh == 1 && kw == 1 && stride == 1 && pad == (Padding{}):
 		y = Reshape(MatMul(Reshape(x, -1, cin), Reshape(kernel, cin, cout)), xd[0], xd[1], xd[2], cout)
-	case s.Lowering() == LowerGo:
+	case lowering == LowerGo:
 		y = im2colConv(x, kernel, stride, pad)
 	default:
 		y = ConvGeneral(x, kernel, compute.ConvolveAxesConfig{
@@ -60,9 +84,6 @@ func Conv2D(s Scope, x *Node, stride int, pad Padding) *Node {
 			KernelInputChannels: 2, KernelOutputChannels: 3, KernelSpatial: []int{0, 1},
 			OutputBatch: 0, OutputChannels: 3, OutputSpatial: []int{1, 2},
 		}, []int{stride, stride}, [][2]int{{pad[0], pad[1]}, {pad[2], pad[3]}}, nil, nil, 1, 1)
-	}
-	if s.Has("bias") {
-		y = Add(y, ExpandLeftToRank(s.Weight("bias", AsStored), y.Rank()))
 	}
 	return y
 }

@@ -93,6 +93,8 @@ type Weights struct {
 	// traceOnly backends (kernels/hlo) get weights' shapes, never their
 	// bytes.
 	traceOnly bool
+	// lora holds unmerged LoRAs (WithLoRAs), nil without.
+	lora *loraSet
 
 	mu     sync.Mutex
 	loaded map[weightKey]*tensors.Tensor
