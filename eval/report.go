@@ -80,8 +80,8 @@ type Report struct {
 	Created time.Time `json:"created"`
 	Model   ModelInfo `json:"model"`
 	// Optimized and Reference describe the two configurations compared.
-	Optimized Variant `json:"optimized"`
-	Reference Variant `json:"reference"`
+	Optimized Variant       `json:"optimized"`
+	Reference Variant       `json:"reference"`
 	Settings  Settings      `json:"settings"`
 	Prompts   []string      `json:"prompts"`
 	Controls  []ControlInfo `json:"controls"`
