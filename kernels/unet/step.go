@@ -75,3 +75,42 @@ func CompileStep(name string, u *UNet, uw *nn.Weights, controlNets []*ControlNet
 		return []*Node{nn.NHWCToNCHW(u.Forward(s[0], latents, t, ctx, res))}
 	})
 }
+
+// CompileStepParts traces the two halves of CompileStep's program as
+// separate programs, for benchmarks that report them apart: the
+// ControlNets (the step's inputs in, their summed residuals out) and the
+// UNet (latents, timestep and prompt in, without the residuals: adding them
+// is a few elementwise ops). Serving keeps the fused step.
+func CompileStepParts(name string, u *UNet, uw *nn.Weights, controlNets []*ControlNet, cws []*nn.Weights, sh StepShape) (cnProg, unetProg *nn.Program, err error) {
+	if len(controlNets) == 0 || len(controlNets) != len(cws) {
+		return nil, nil, fmt.Errorf("compile %s: %d ControlNets, %d weight sets", name, len(controlNets), len(cws))
+	}
+	in := u.StepInputs(sh, controlNets)
+	cnProg, err = nn.CompileMulti(name+"_controlnets", cws, in, func(s []nn.Scope, in []*Node) []*Node {
+		latents := nn.NCHWToNHWC(in[0])
+		var res *Residuals
+		for i, cn := range controlNets {
+			r := cn.Forward(s[i], latents, in[1], in[2], nn.NCHWToNHWC(in[3+2*i]), in[4+2*i])
+			if res == nil {
+				res = &r
+				continue
+			}
+			for j := range res.Down {
+				res.Down[j] = Add(res.Down[j], r.Down[j])
+			}
+			res.Mid = Add(res.Mid, r.Mid)
+		}
+		return append(res.Down, res.Mid)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	unetProg, err = nn.Compile(name+"_unet", uw, in[:3], func(s nn.Scope, in []*Node) []*Node {
+		return []*Node{nn.NHWCToNCHW(u.Forward(s, nn.NCHWToNHWC(in[0]), in[1], in[2], nil))}
+	})
+	if err != nil {
+		cnProg.Close()
+		return nil, nil, err
+	}
+	return cnProg, unetProg, nil
+}
