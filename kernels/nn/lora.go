@@ -42,8 +42,10 @@ type loraSet struct {
 // of them targets (several may target one weight; they add up). It
 // returns w.
 func (w *Weights) WithLoRAs(l LoRAs) *Weights {
+	lw := NewWeights(w.backend, l.Source, w.precision).WithLowering(w.lowering)
+	lw.loraOf = w
 	set := &loraSet{
-		w:        NewWeights(w.backend, l.Source, w.precision).WithLowering(w.lowering),
+		w:        lw,
 		byTarget: map[string][]LoRA{},
 		used:     map[string]bool{},
 	}

@@ -93,8 +93,10 @@ type Weights struct {
 	// traceOnly backends (kernels/hlo) get weights' shapes, never their
 	// bytes.
 	traceOnly bool
-	// lora holds unmerged LoRAs (WithLoRAs), nil without.
-	lora *loraSet
+	// lora holds unmerged LoRAs (WithLoRAs), nil without; loraOf is set
+	// on a LoRA set's own Weights, to the model's.
+	lora   *loraSet
+	loraOf *Weights
 
 	mu     sync.Mutex
 	loaded map[weightKey]*tensors.Tensor
@@ -318,7 +320,11 @@ func (s Scope) Weight(name string, layout Layout) *graph.Node {
 	}
 	s.b.nodes[key] = n
 	s.b.params = append(s.b.params, t)
-	s.b.bindings = append(s.b.bindings, Binding{Name: full, Layout: layout})
+	owner, lora := s.w, false
+	if s.w.loraOf != nil {
+		owner, lora = s.w.loraOf, true
+	}
+	s.b.bindings = append(s.b.bindings, Binding{Model: s.b.models[owner], Name: full, Layout: layout, LoRA: lora})
 	return n
 }
 
@@ -329,13 +335,22 @@ type binder struct {
 	// trace-only backend; bindings name them.
 	params   []*tensors.Tensor
 	bindings []Binding
+	// models indexes the program's Weights, for Binding.Model.
+	models map[*Weights]int
 }
 
 // Binding names the weight behind one weight parameter of a program: the
-// stored (diffusers) name and the layout it was arranged in.
+// stored (diffusers) name and the layout it was arranged in, and whose it
+// is: a program spanning models (the ControlNet + UNet step) binds the
+// same names from several.
 type Binding struct {
+	// Model indexes the Weights given to CompileMulti (0 for Compile).
+	Model  int
 	Name   string
 	Layout Layout
+	// LoRA marks an unmerged LoRA tensor (Weights.WithLoRAs) of that
+	// model; Name is then the LoRA source's name.
+	LoRA bool
 }
 
 type boundKey struct {
@@ -391,7 +406,12 @@ func CompileMulti(name string, ws []*Weights, inputs []shapes.Shape, build func(
 			p = nil
 		}
 	}()
-	b := &binder{g: g, nodes: map[boundKey]*graph.Node{}}
+	b := &binder{g: g, nodes: map[boundKey]*graph.Node{}, models: map[*Weights]int{}}
+	for i, w := range ws {
+		if _, dup := b.models[w]; !dup {
+			b.models[w] = i
+		}
+	}
 	nodes := make([]*graph.Node, len(inputs))
 	for i, sh := range inputs {
 		nodes[i] = graph.Parameter(g, fmt.Sprintf("input%d", i), sh)
