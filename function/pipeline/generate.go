@@ -360,6 +360,7 @@ func (g *generation) denoise(sched scheduler.Scheduler) ([]float32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: step %d: %w", i, err)
 		}
+		g.res.Timings.Scheduler += time.Since(stepStart)
 		if g.cfg {
 			// cat([latents] * 2): scaling is elementwise, so scaling
 			// first and doubling after is the same.
@@ -390,12 +391,14 @@ func (g *generation) denoise(sched scheduler.Scheduler) ([]float32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: step %d: read noise prediction: %w", i, err)
 		}
+		schedStart := time.Now()
 		if g.cfg {
 			pred = guide(pred, float32(r.GuidanceScale))
 		}
 		if latents, err = sched.Step(pred, latents, i, stepNoise); err != nil {
 			return nil, fmt.Errorf("pipeline: step %d: %w", i, err)
 		}
+		g.res.Timings.Scheduler += time.Since(schedStart)
 		g.res.Timings.Steps = append(g.res.Timings.Steps, time.Since(stepStart))
 		if r.OnStep != nil {
 			r.OnStep(i, ts, latents)

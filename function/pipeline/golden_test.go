@@ -155,6 +155,9 @@ func checkGolden(t *testing.T, p *Pipeline, req Request, file, prefix string) {
 		t.Errorf("%s: decoded PNG differs from Result.Pixels", prefix)
 	}
 	t.Logf("%s timings: %+v", prefix, res.Timings)
+	if tm := res.Timings; !(tm.Scheduler > 0 && tm.Scheduler < tm.Denoise) {
+		t.Errorf("%s: scheduler time %v, denoise %v: want 0 < scheduler < denoise", prefix, tm.Scheduler, tm.Denoise)
+	}
 }
 
 // rgbBytes packs an image as [h, w, 3] bytes.

@@ -129,9 +129,13 @@ type Timings struct {
 	Tokenize    time.Duration
 	TextEncode  time.Duration
 	ControlPrep time.Duration
-	// Denoise is the whole scheduler loop, Steps each step in it.
+	// Denoise is the whole scheduler loop, Steps each step in it;
+	// Scheduler is the part of Denoise spent on the host in the scheduler
+	// (input scaling, guidance, the step update), the rest being the
+	// ControlNet + UNet program.
 	Denoise   time.Duration
 	Steps     []time.Duration
+	Scheduler time.Duration
 	VAEDecode time.Duration
 	// Encode is PNG/JPEG encoding of every image and the grid.
 	Encode time.Duration

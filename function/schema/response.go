@@ -50,6 +50,7 @@ const (
 	StageTextEncode = "text_encode" // CLIP, conditional and unconditional
 	StageControl    = "control"     // control image decode, Canny, resize
 	StageDenoise    = "denoise"     // the scheduler loop (ControlNet + UNet)
+	StageScheduler  = "scheduler"   // the host-side scheduler math within denoise
 	StageVAEDecode  = "vae_decode"  // latents to pixels
 	StageEncode     = "encode"      // PNG/JPEG encoding (and grid)
 	StageTotal      = "total"       // the whole generation
