@@ -353,6 +353,32 @@ func (p *Pipeline) decoder(k shapeKey, lazy bool) (*nn.Program, error) {
 	return prog, nil
 }
 
+// decoderTemporaries is how many full-resolution float32 activations of
+// the VAE decoder's first block width its program holds at its peak:
+// gobackend's own estimate of the SD1.5 decoder's temporary memory was
+// 767 MiB at 256×256 and 2.8 GiB at 512×512, ~24 × 4 B × 128 channels per
+// output pixel. The denoising step needs less than half of that (1.2 GiB
+// at 512×512 with guidance) and the text encoder little.
+const decoderTemporaries = 24
+
+// WorkingMemory estimates the most memory a generation of numImages
+// images of width×height allocates above the weights, with a quarter more
+// for the backend's buffer size classes. The service sizes the
+// collector's headroom with it (internal/memlimit); an underestimate costs
+// more frequent collections, not failures. It is 0 for a size or count
+// the Pipeline refuses anyway.
+func (p *Pipeline) WorkingMemory(width, height, numImages int) int64 {
+	if width <= 0 || height <= 0 || width > p.limits.MaxPixels/height || numImages < 0 || numImages > p.limits.MaxImages {
+		return 0
+	}
+	channels := 0
+	if bc := p.vae.Config().BlockOutChannels; len(bc) > 0 {
+		channels = bc[0]
+	}
+	most := int64(max(numImages, 1)) * int64(width) * int64(height) * int64(channels) * 4 * decoderTemporaries
+	return most + most/4
+}
+
 // acquire waits for the right to run, or for ctx to end.
 func (p *Pipeline) acquire(ctx context.Context) error {
 	select {

@@ -506,3 +506,27 @@ func TestLoadDiffusersErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestWorkingMemory checks the working-memory estimate scales with pixels
+// and images and is 0 for requests the pipeline refuses.
+func TestWorkingMemory(t *testing.T) {
+	p := newUncompiled(t)
+	one := p.WorkingMemory(256, 256, 1)
+	if one <= 0 {
+		t.Fatalf("WorkingMemory(256, 256, 1) = %d", one)
+	}
+	if got := p.WorkingMemory(512, 512, 1); got != 4*one {
+		t.Errorf("512×512: %d, want 4 × %d", got, one)
+	}
+	if got := p.WorkingMemory(256, 256, 2); got != 2*one {
+		t.Errorf("2 images: %d, want 2 × %d", got, one)
+	}
+	if got := p.WorkingMemory(256, 256, 0); got != one {
+		t.Errorf("0 images (means 1): %d, want %d", got, one)
+	}
+	for _, c := range [][3]int{{0, 256, 1}, {-256, -256, 1}, {1 << 30, 1 << 30, 1}, {256, 256, 1000}} {
+		if got := p.WorkingMemory(c[0], c[1], c[2]); got != 0 {
+			t.Errorf("WorkingMemory(%d, %d, %d) = %d, want 0", c[0], c[1], c[2], got)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/controlfn/controlfn/function/pipeline"
 	"github.com/controlfn/controlfn/function/schema"
+	"github.com/controlfn/controlfn/internal/memlimit"
 )
 
 // Service adapts a pipeline to server.Generator.
@@ -21,6 +22,8 @@ type Service struct {
 	clipSkip int
 	// components are closed with the service when it loaded them.
 	components *pipeline.Components
+	// pacer paces the collector above the weights LoadBundle loaded.
+	pacer *memlimit.Pacer
 }
 
 // New wraps a pipeline. info describes what it serves (build id, buckets,
@@ -36,6 +39,7 @@ func (s *Service) Info() schema.ModelInfo { return s.info }
 // Close releases the pipeline's programs (and the bundle's mapped weights
 // when the service loaded them).
 func (s *Service) Close() {
+	s.pacer.Stop()
 	s.pipeline.Close()
 	if s.components != nil {
 		s.components.Close()
@@ -48,7 +52,11 @@ func (s *Service) Generate(ctx context.Context, req schema.Request) (*schema.Res
 	if err != nil {
 		return nil, err
 	}
+	// Room above the weights for this generation (and the collector
+	// paced on it) while it waits and runs.
+	release := s.pacer.Reserve(s.pipeline.WorkingMemory(preq.Width, preq.Height, preq.NumImages))
 	res, err := s.pipeline.Generate(ctx, preq)
+	release()
 	if err != nil {
 		var re *pipeline.RequestError
 		if errors.As(err, &re) {
