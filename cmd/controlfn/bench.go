@@ -29,8 +29,12 @@ type benchRun struct {
 	ColdStartMS map[string]float64 `json:"cold_start_ms"`
 	StagesMS    schema.Timings     `json:"stages_ms"`
 	StepMS      float64            `json:"step_ms"`
-	PeakRSS     int64              `json:"peak_rss_bytes"`
-	PeakAnon    int64              `json:"rss_anon_bytes"`
+	// ControlNetMS and UNetMS time the step's halves as separate programs
+	// (zero when not measured).
+	ControlNetMS float64 `json:"controlnet_ms,omitempty"`
+	UNetMS       float64 `json:"unet_ms,omitempty"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
+	PeakAnon     int64   `json:"rss_anon_bytes"`
 }
 
 // runBench measures a bundle: cold start (open+verify, load, compile,
@@ -49,14 +53,20 @@ func runBench(args []string) error {
 	out := fs.String("out", "docs/BENCHMARKS.md", "markdown file for --section")
 	title := fs.String("title", "", "heading line for the table")
 	backendSpec := fs.String("backend", "go", "compute backend: go, or xla:cuda in a -tags xla build")
+	xlaCache := fs.Bool("xla-cache", false, "keep XLA's GPU kernel and autotune caches in the bundle's cache/ (xla backends; see serve --xla-cache)")
+	parts := fs.Bool("parts", true, "also time the ControlNets and the UNet of one step as separate programs (after peak RSS is read)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *bundle == "" {
 		return errors.New("--bundle is required")
 	}
+	if *xlaCache && !strings.HasPrefix(*backendSpec, "xla") {
+		return fmt.Errorf("--xla-cache needs an xla backend, not %q", *backendSpec)
+	}
 	if *jsonOut {
-		r, err := measureOnce(*bundle, *size, *steps, *precision, *backendSpec)
+		r, err := measureOnce(benchOptions{bundle: *bundle, size: *size, steps: *steps, precision: *precision,
+			backend: *backendSpec, xlaCache: *xlaCache, parts: *parts})
 		if err != nil {
 			return err
 		}
@@ -72,7 +82,8 @@ func runBench(args []string) error {
 	}
 	var runs []benchRun
 	for _, p := range precs {
-		cmd := exec.Command(exe, "bench", "--json", "--bundle", *bundle, "--size", *size, "--steps", strconv.Itoa(*steps), "--precision", p, "--backend", *backendSpec)
+		cmd := exec.Command(exe, "bench", "--json", "--bundle", *bundle, "--size", *size, "--steps", strconv.Itoa(*steps), "--precision", p, "--backend", *backendSpec,
+			"--xla-cache="+strconv.FormatBool(*xlaCache), "--parts="+strconv.FormatBool(*parts))
 		cmd.Stderr = os.Stderr
 		data, err := cmd.Output()
 		if err != nil {
@@ -92,8 +103,22 @@ func runBench(args []string) error {
 	return nil
 }
 
-func measureOnce(bundle, size string, steps int, precision, backendSpec string) (*benchRun, error) {
-	backend, err := nn.NewBackend(backendSpec)
+// benchOptions configure one measured process.
+type benchOptions struct {
+	bundle, size, precision, backend string
+	steps                            int
+	xlaCache, parts                  bool
+}
+
+func measureOnce(o benchOptions) (*benchRun, error) {
+	bundle, size, steps, precision := o.bundle, o.size, o.steps, o.precision
+	if o.xlaCache {
+		// Before the backend: XLA reads its flags when the client starts.
+		if _, err := service.EnableXLACache(bundle, service.GPUName()); err != nil {
+			return nil, err
+		}
+	}
+	backend, err := nn.NewBackend(o.backend)
 	if err != nil {
 		return nil, err
 	}
@@ -140,14 +165,24 @@ func measureOnce(bundle, size string, steps int, precision, backendSpec string) 
 		return nil, err
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	return &benchRun{
+	r := &benchRun{
 		Precision: precision, Width: w, Height: h, Steps: steps,
 		ColdStartMS: map[string]float64{"open_verify": ms(cs.Open), "load": ms(cs.Load), "compile_upload": ms(cs.Compile), "total": ms(cs.Total)},
 		StagesMS:    resp.TimingsMS,
 		StepMS:      resp.TimingsMS[schema.StageDenoise] / float64(steps),
 		PeakRSS:     peakRSS(),
 		PeakAnon:    statusBytes("RssAnon:"),
-	}, nil
+	}
+	if o.parts {
+		// After the peak is read: the separate programs are extra memory
+		// a generation never holds.
+		p, err := svc.TimeStepParts(w, h, 1)
+		if err != nil {
+			return nil, err
+		}
+		r.ControlNetMS, r.UNetMS = ms(p.ControlNets), ms(p.UNet)
+	}
+	return r, nil
 }
 
 func benchMarkdown(title, backendSpec string, runs []benchRun) string {
@@ -160,12 +195,17 @@ func benchMarkdown(title, backendSpec string, runs []benchRun) string {
 		backendDesc = "backend `" + backendSpec + "`"
 	}
 	fmt.Fprintf(&b, "Machine: %s, %s, %s.\n\n", cpuModel(), backendDesc, time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(&b, "| weights on device | size | cold start: open+verify / load / compile+upload / total (s) | text enc (ms) | step (s) | VAE decode (s) | PNG (ms) | peak RSS (GiB) | anon RSS at end (GiB) |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| weights on device | size | cold start: open+verify / load / compile+upload / total (s) | text enc (ms) | ControlNet / UNet alone (s) | step, fused (s) | steps/s | scheduler (ms/step) | VAE decode (s) | PNG (ms) | peak RSS (GiB) | anon RSS at end (GiB) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
 		cs := r.ColdStartMS
-		fmt.Fprintf(&b, "| %s | %dx%d | %.1f / %.1f / %.1f / %.1f | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f |\n",
+		parts := "—"
+		if r.UNetMS > 0 {
+			parts = fmt.Sprintf("%.2f / %.2f", r.ControlNetMS/1000, r.UNetMS/1000)
+		}
+		fmt.Fprintf(&b, "| %s | %dx%d | %.1f / %.1f / %.1f / %.1f | %.0f | %s | %.2f | %.3g | %.2f | %.2f | %.1f | %.2f | %.2f |\n",
 			r.Precision, r.Width, r.Height, cs["open_verify"]/1000, cs["load"]/1000, cs["compile_upload"]/1000, cs["total"]/1000,
-			r.StagesMS[schema.StageTextEncode], r.StepMS/1000, r.StagesMS[schema.StageVAEDecode]/1000, r.StagesMS[schema.StageEncode],
+			r.StagesMS[schema.StageTextEncode], parts, r.StepMS/1000, 1000/r.StepMS, r.StagesMS[schema.StageScheduler]/float64(r.Steps),
+			r.StagesMS[schema.StageVAEDecode]/1000, r.StagesMS[schema.StageEncode],
 			float64(r.PeakRSS)/(1<<30), float64(r.PeakAnon)/(1<<30))
 	}
 	if len(runs) == 2 && runs[0].PeakRSS > 0 {

@@ -123,6 +123,7 @@ func toResponse(res *pipeline.Result, buildID string) *schema.Response {
 	resp.TimingsMS.Add(schema.StageTextEncode, t.TextEncode)
 	resp.TimingsMS.Add(schema.StageControl, t.ControlPrep)
 	resp.TimingsMS.Add(schema.StageDenoise, t.Denoise)
+	resp.TimingsMS.Add(schema.StageScheduler, t.Scheduler)
 	resp.TimingsMS.Add(schema.StageVAEDecode, t.VAEDecode)
 	resp.TimingsMS.Add(schema.StageEncode, t.Encode)
 	resp.TimingsMS.Add(schema.StageTotal, t.Total)

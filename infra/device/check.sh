@@ -13,7 +13,9 @@
 # SD1.5 + ControlNet bundle, and runs `controlfn bench --backend xla:cuda`
 # at 512x512 x 20 steps with fp16 and fp32 weights on the device, printing
 # per-step time, cold start (compile) and peak device memory. A second run
-# measures the second cold start. Fails fast without a GPU, plugin or binary.
+# measures the second cold start with XLA's kernel and autotune caches in
+# the bundle's cache/ (bench --xla-cache), to set against the first fp16
+# run's compile time. Fails fast without a GPU, plugin or binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-bin/controlfn-xla}
@@ -69,9 +71,14 @@ echo 0 >"$peak_file"
   done ) & sampler=$!
 trap 'kill $sampler 2>/dev/null || true' EXIT
 
-echo "== first cold start + $STEPS steps (fp32 and fp16 weights on the device)"
-"$BIN" bench --backend "xla:cuda,preallocate=false" --bundle "$WORK/bundle" --size "$SIZE" --steps "$STEPS" \
+echo "== programs the compiler exported (StableHLO)"
+ls -la "$WORK/bundle/programs"
+
+echo "== first cold start + $STEPS steps (fp32 and fp16 weights on the device; XLA caches empty)"
+"$BIN" bench --backend "xla:cuda,preallocate=false" --xla-cache --bundle "$WORK/bundle" --size "$SIZE" --steps "$STEPS" \
   --title "### $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), $SIZE, $STEPS DDIM steps, CFG"
 echo "peak device memory (MiB, both runs): $(cat "$peak_file")"
-echo "== second cold start (same device; the executable cache is not filled yet on XLA, see docs)"
-"$BIN" bench --backend "xla:cuda,preallocate=false" --bundle "$WORK/bundle" --size "$SIZE" --steps 1 --precision fp16
+echo "== XLA caches the first runs filled"
+du -sh "$WORK/bundle/cache"/* 2>/dev/null || echo "(none)"
+echo "== second cold start, same device, with XLA's kernel and autotune caches (compile+upload should drop)"
+"$BIN" bench --backend "xla:cuda,preallocate=false" --xla-cache --bundle "$WORK/bundle" --size "$SIZE" --steps 1 --precision fp16
