@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/controlfn/controlfn/kernels/clip"
@@ -83,7 +84,14 @@ type Pipeline struct {
 	encoders map[encoderKey]*clip.Encoder
 	steps    map[stepKey]*nn.Program
 	decoders map[shapeKey]*nn.Program
-	closed   bool
+
+	// tempMu guards temporaries, which WorkingMemory reads without
+	// waiting for the running generation: the largest temporary memory of
+	// a shape's step and decoder programs, and of the text encoders
+	// (shape zero).
+	tempMu      sync.Mutex
+	temporaries map[shapeKey]int64
+	closed      bool
 }
 
 type encoderKey struct{ batch, clipSkip int }
@@ -111,6 +119,8 @@ func New(c *Components, opts Options) (_ *Pipeline, err error) {
 		encoders: map[encoderKey]*clip.Encoder{},
 		steps:    map[stepKey]*nn.Program{},
 		decoders: map[shapeKey]*nn.Program{},
+
+		temporaries: map[shapeKey]int64{},
 	}
 	if p.limits.MaxPixels <= 0 {
 		p.limits.MaxPixels = 1024 * 1024
@@ -301,6 +311,7 @@ func (p *Pipeline) encoder(k encoderKey, lazy bool) (*clip.Encoder, error) {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	p.encoders[k] = e
+	p.noteTemporaries(shapeKey{}, e.Program())
 	return e, nil
 }
 
@@ -333,6 +344,7 @@ func (p *Pipeline) step(k stepKey, lazy bool) (*nn.Program, error) {
 		return nil, &RequestError{Field: "width", Err: fmt.Errorf("compile the denoising step for %d×%d: %w", k.latentW*p.vaeFactor, k.latentH*p.vaeFactor, err)}
 	}
 	p.steps[k] = prog
+	p.noteTemporaries(k.shapeKey, prog)
 	return prog, nil
 }
 
@@ -350,33 +362,55 @@ func (p *Pipeline) decoder(k shapeKey, lazy bool) (*nn.Program, error) {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
 	p.decoders[k] = prog
+	p.noteTemporaries(k, prog)
 	return prog, nil
 }
 
 // decoderTemporaries is how many full-resolution float32 activations of
-// the VAE decoder's first block width its program holds at its peak:
-// gobackend's own estimate of the SD1.5 decoder's temporary memory was
-// 767 MiB at 256×256 and 2.8 GiB at 512×512, ~24 × 4 B × 128 channels per
-// output pixel. The denoising step needs less than half of that (1.2 GiB
-// at 512×512 with guidance) and the text encoder little.
-const decoderTemporaries = 24
+// the VAE decoder's first block width its program holds at its peak, for
+// a shape whose programs are not compiled yet: the SD1.5 decoder's
+// estimate (nn.Program.TemporaryBytes) is 1 GiB at 512×512, 8 × 4 B × 128
+// channels per output pixel; the denoising step and the text encoder need
+// less.
+const decoderTemporaries = 8
 
 // WorkingMemory estimates the most memory a generation of numImages
-// images of width×height allocates above the weights, with a quarter more
+// images of width×height allocates above the weights: the largest
+// temporary memory of its compiled programs (nn.Program.TemporaryBytes),
+// or a rule of thumb before its decoder is compiled, with a quarter more
 // for the backend's buffer size classes. The service sizes the
 // collector's headroom with it (internal/memlimit); an underestimate costs
-// more frequent collections, not failures. It is 0 for a size or count
-// the Pipeline refuses anyway.
+// more frequent collections, not failures. It is 0 for a size or count the
+// Pipeline refuses anyway. It does not wait for a running generation.
 func (p *Pipeline) WorkingMemory(width, height, numImages int) int64 {
 	if width <= 0 || height <= 0 || width > p.limits.MaxPixels/height || numImages < 0 || numImages > p.limits.MaxImages {
 		return 0
 	}
-	channels := 0
-	if bc := p.vae.Config().BlockOutChannels; len(bc) > 0 {
-		channels = bc[0]
+	n := max(numImages, 1)
+	var most int64
+	if width%p.vaeFactor == 0 && height%p.vaeFactor == 0 {
+		p.tempMu.Lock()
+		if t, ok := p.temporaries[shapeKey{n, height / p.vaeFactor, width / p.vaeFactor}]; ok {
+			most = max(t, p.temporaries[shapeKey{}])
+		}
+		p.tempMu.Unlock()
 	}
-	most := int64(max(numImages, 1)) * int64(width) * int64(height) * int64(channels) * 4 * decoderTemporaries
+	if most == 0 {
+		channels := 0
+		if bc := p.vae.Config().BlockOutChannels; len(bc) > 0 {
+			channels = bc[0]
+		}
+		most = int64(n) * int64(width) * int64(height) * int64(channels) * 4 * decoderTemporaries
+	}
 	return most + most/4
+}
+
+// noteTemporaries records a compiled program's temporary memory for its
+// shape (WorkingMemory).
+func (p *Pipeline) noteTemporaries(k shapeKey, prog *nn.Program) {
+	p.tempMu.Lock()
+	defer p.tempMu.Unlock()
+	p.temporaries[k] = max(p.temporaries[k], prog.TemporaryBytes())
 }
 
 // acquire waits for the right to run, or for ctx to end.

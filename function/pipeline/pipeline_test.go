@@ -529,4 +529,14 @@ func TestWorkingMemory(t *testing.T) {
 			t.Errorf("WorkingMemory(%d, %d, %d) = %d, want 0", c[0], c[1], c[2], got)
 		}
 	}
+
+	// Once a bucket is compiled, its programs' own estimates decide.
+	warm := newTiny(t, "controlnet")
+	var most int64
+	for _, prog := range warm.Programs() {
+		most = max(most, prog.TemporaryBytes())
+	}
+	if got := warm.WorkingMemory(64, 64, 1); most == 0 || got != most+most/4 {
+		t.Errorf("compiled 64×64: %d, want 5/4 × %d (the largest program's temporaries)", got, most)
+	}
 }

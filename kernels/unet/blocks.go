@@ -46,6 +46,12 @@ func (c *Config) timestepEmbedding(s nn.Scope, t *Node) *Node {
 // resnet is ResnetBlock2D with a time embedding ("default" time scale
 // shift: the projected embedding is added between the two convolutions).
 func (c *Config) resnet(s nn.Scope, x, temb *Node, outputScale float64) *Node {
+	// The shortcut first, so that x is freed after norm1 (ops run in
+	// creation order; see the VAE's resnet).
+	shortcut := x
+	if s.Has("conv_shortcut.weight") {
+		shortcut = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
+	}
 	h := nn.GroupNorm(s.In("norm1"), x, c.NormNumGroups, c.NormEps)
 	h = nn.Activation(c.ActFn, h)
 	h = nn.Conv2D(s.In("conv1"), h, 1, nn.Same(3))
@@ -56,10 +62,6 @@ func (c *Config) resnet(s nn.Scope, x, temb *Node, outputScale float64) *Node {
 	h = nn.GroupNorm(s.In("norm2"), h, c.NormNumGroups, c.NormEps)
 	h = nn.Activation(c.ActFn, h)
 	h = nn.Conv2D(s.In("conv2"), h, 1, nn.Same(3))
-	shortcut := x
-	if s.Has("conv_shortcut.weight") {
-		shortcut = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
-	}
 	y := Add(shortcut, h)
 	if outputScale != 1 {
 		y = DivScalar(y, outputScale)

@@ -208,6 +208,13 @@ func (m *Model) midBlock(s nn.Scope, x *Node) *Node {
 // channel count changes); output_scale_factor is 1 in the VAE.
 func (m *Model) resnet(s nn.Scope, x *Node, out int) *Node {
 	g := m.cfg.NormNumGroups
+	// The shortcut comes first: ops run in creation order, so x (wider
+	// than the block's output) is freed after norm1 instead of living
+	// through the whole block. Same math.
+	shortcut := x
+	if channels(x) != out {
+		shortcut = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
+	}
 	h := nn.GroupNorm(s.In("norm1"), x, g, vaeEps)
 	h = activation(m.cfg.ActFn, h)
 	h = nn.Conv2D(s.In("conv1"), h, 1, nn.Same(3))
@@ -216,10 +223,7 @@ func (m *Model) resnet(s nn.Scope, x *Node, out int) *Node {
 	h = activation(m.cfg.ActFn, h)
 	h = nn.Conv2D(s.In("conv2"), h, 1, nn.Same(3))
 	expectChannels(s.Name("conv2"), h, out)
-	if channels(x) != out {
-		x = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
-	}
-	return Add(x, h)
+	return Add(shortcut, h)
 }
 
 // attention is the VAE mid block's Attention: GroupNorm, then one head as
