@@ -30,49 +30,62 @@ func tracePrograms(w *artifacts.Writer, m *artifacts.Manifest, logf func(string,
 		return nil, err
 	}
 	defer comps.Close()
-	backend := hlo.New()
-	var out []artifacts.Program
-	index := map[string]int{}
-	texts := map[string][]byte{}
+	t := &tracer{w: w, comps: comps, backend: hlo.New(), index: map[string]int{}, texts: map[string][]byte{}}
 	for _, b := range m.Buckets {
 		start := time.Now()
-		p, err := pipeline.New(comps, pipeline.Options{
-			Backend:   backend,
-			Precision: nn.KeepStored,
-			Buckets:   []pipeline.Bucket{{Width: b.Width, Height: b.Height, NumImages: b.Batch}},
-			Limits:    pipeline.Limits{MaxImages: max(b.Batch, 1)},
-		})
+		n, err := t.bucket(b)
 		if err != nil {
-			return nil, fmt.Errorf("trace bucket %s: %w", b, err)
+			return nil, err
 		}
-		progs := p.Programs()
-		for _, prog := range progs {
-			text, ok := prog.StableHLO()
-			if !ok {
-				p.Close()
-				return nil, fmt.Errorf("trace %s: the export backend returned no StableHLO", prog.Name())
-			}
-			if i, seen := index[prog.Name()]; seen {
-				// A text encoder serves every bucket; it must trace the same.
-				if !bytes.Equal(texts[prog.Name()], text) {
-					p.Close()
-					return nil, fmt.Errorf("trace %s: program differs between buckets", prog.Name())
-				}
-				out[i].Buckets = append(out[i].Buckets, b)
-				continue
-			}
-			path := artifacts.ProgramPath(prog.Name())
-			if _, err := w.AddBytes(path, text); err != nil {
-				p.Close()
-				return nil, err
-			}
-			sum := sha256.Sum256(text)
-			index[prog.Name()] = len(out)
-			texts[prog.Name()] = text
-			out = append(out, artifacts.Program{Name: prog.Name(), Buckets: []artifacts.Bucket{b}, File: path, SHA256: hex.EncodeToString(sum[:])})
-		}
-		p.Close()
-		logf("programs: bucket %s traced (%d programs) in %s", b, len(progs), time.Since(start).Round(time.Millisecond))
+		logf("programs: bucket %s traced (%d programs) in %s", b, n, time.Since(start).Round(time.Millisecond))
 	}
-	return out, nil
+	return t.out, nil
+}
+
+// tracer collects the programs of every bucket, each stored once.
+type tracer struct {
+	w       *artifacts.Writer
+	comps   *pipeline.Components
+	backend *hlo.Backend
+	out     []artifacts.Program
+	index   map[string]int    // name → position in out
+	texts   map[string][]byte // name → StableHLO
+}
+
+// bucket traces one bucket's programs and returns how many there are.
+func (t *tracer) bucket(b artifacts.Bucket) (int, error) {
+	p, err := pipeline.New(t.comps, pipeline.Options{
+		Backend:   t.backend,
+		Precision: nn.KeepStored,
+		Buckets:   []pipeline.Bucket{{Width: b.Width, Height: b.Height, NumImages: b.Batch}},
+		Limits:    pipeline.Limits{MaxImages: max(b.Batch, 1)},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("trace bucket %s: %w", b, err)
+	}
+	defer p.Close()
+	progs := p.Programs()
+	for _, prog := range progs {
+		text, ok := prog.StableHLO()
+		if !ok {
+			return 0, fmt.Errorf("trace %s: the export backend returned no StableHLO", prog.Name())
+		}
+		if i, seen := t.index[prog.Name()]; seen {
+			// A text encoder serves every bucket; it must trace the same.
+			if !bytes.Equal(t.texts[prog.Name()], text) {
+				return 0, fmt.Errorf("trace %s: program differs between buckets", prog.Name())
+			}
+			t.out[i].Buckets = append(t.out[i].Buckets, b)
+			continue
+		}
+		path := artifacts.ProgramPath(prog.Name())
+		if _, err := t.w.AddBytes(path, text); err != nil {
+			return 0, err
+		}
+		sum := sha256.Sum256(text)
+		t.index[prog.Name()] = len(t.out)
+		t.texts[prog.Name()] = text
+		t.out = append(t.out, artifacts.Program{Name: prog.Name(), Buckets: []artifacts.Bucket{b}, File: path, SHA256: hex.EncodeToString(sum[:])})
+	}
+	return len(progs), nil
 }

@@ -164,9 +164,12 @@ func New(c *Components, opts Options) (_ *Pipeline, err error) {
 		}
 	}
 	if len(opts.Buckets) > 0 {
-		for name, w := range map[string]*nn.Weights{"UNet": p.unetW, "text encoder": p.textW} {
-			if unused := w.UnusedLoRAs(); len(unused) > 0 {
-				return nil, fmt.Errorf("pipeline: %d %s LoRA targets are in no layer of the model (first %q)", len(unused), name, unused[0])
+		for _, m := range []struct {
+			name string
+			w    *nn.Weights
+		}{{"UNet", p.unetW}, {"text encoder", p.textW}} {
+			if unused := m.w.UnusedLoRAs(); len(unused) > 0 {
+				return nil, fmt.Errorf("pipeline: %d %s LoRA targets are in no layer of the model (first %q)", len(unused), m.name, unused[0])
 			}
 		}
 	}

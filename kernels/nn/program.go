@@ -97,9 +97,6 @@ type Weights struct {
 	precision Precision
 	lowering  Lowering
 
-	// traceOnly backends (kernels/hlo) get weights' shapes, never their
-	// bytes.
-	traceOnly bool
 	// lora holds unmerged LoRAs (WithLoRAs), nil without; loraOf is set
 	// on a LoRA set's own Weights, to the model's.
 	lora   *loraSet
@@ -124,7 +121,6 @@ func NewWeights(backend compute.Backend, src Source, precision Precision) *Weigh
 		src:       src,
 		precision: precision,
 		lowering:  LoweringFor(backend),
-		traceOnly: isTraceOnly(backend),
 		loaded:    map[weightKey]*tensors.Tensor{},
 		used:      map[string]bool{},
 	}
@@ -187,7 +183,7 @@ func isTraceOnly(b compute.Backend) bool {
 // bind returns the shape a weight has on the device and, unless the
 // backend only traces, its tensor there.
 func (w *Weights) bind(name string, layout Layout) (shapes.Shape, *tensors.Tensor, error) {
-	if !w.traceOnly {
+	if !isTraceOnly(w.backend) {
 		t, err := w.tensor(name, layout)
 		if err != nil {
 			return shapes.Invalid(), nil, err
@@ -375,9 +371,6 @@ type Program struct {
 	weights  []*tensors.Tensor
 	bindings []Binding
 	backend  compute.Backend
-	// traced programs were built on a trace-only backend: they have a
-	// text, not weights, and cannot run.
-	traced bool
 	// temporaries is peakTemporaries of the program.
 	temporaries int64
 }
@@ -435,7 +428,7 @@ func CompileMulti(name string, ws []*Weights, inputs []shapes.Shape, build func(
 		panic(err)
 	}
 	return &Program{name: name, g: g, inputs: inputs, weights: b.params, bindings: b.bindings, backend: backend,
-		traced: isTraceOnly(backend), temporaries: temp}, nil
+		temporaries: temp}, nil
 }
 
 // ErrTraced is returned by Run on a program built on a trace-only backend.
@@ -468,7 +461,8 @@ func (p *Program) NumWeights() int { return len(p.weights) }
 
 // Run executes the program. Inputs must have the shapes it was compiled for.
 func (p *Program) Run(inputs ...*tensors.Tensor) (out []*tensors.Tensor, err error) {
-	if p.traced {
+	if isTraceOnly(p.backend) {
+		// Traced programs have a text, not weights.
 		return nil, fmt.Errorf("%s: %w", p.name, ErrTraced)
 	}
 	if len(inputs) != len(p.inputs) {
