@@ -18,6 +18,7 @@ import (
 	"github.com/controlfn/controlfn/compiler/lora"
 	"github.com/controlfn/controlfn/eval/metrics"
 	"github.com/controlfn/controlfn/function/pipeline"
+	"github.com/controlfn/controlfn/internal/memlimit"
 	"github.com/controlfn/controlfn/kernels/imageproc"
 	"github.com/controlfn/controlfn/kernels/nn"
 )
@@ -302,6 +303,10 @@ func generateAll(ctx context.Context, dir string, cfg Config, jobs []job, contro
 		return nil, err
 	}
 	defer p.Close()
+	// Pace the collector above the loaded weights, as the service does.
+	pacer := memlimit.Pace(0)
+	defer pacer.Stop()
+	defer pacer.Reserve(p.WorkingMemory(cfg.Width, cfg.Height, 1))()
 	v.LoadSeconds = Float(time.Since(t0).Seconds())
 
 	out := make([]output, len(jobs))

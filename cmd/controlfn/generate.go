@@ -16,6 +16,7 @@ import (
 	"github.com/controlfn/controlfn/compiler/demomodel"
 	"github.com/controlfn/controlfn/function/pipeline"
 	"github.com/controlfn/controlfn/internal/cliflag"
+	"github.com/controlfn/controlfn/internal/memlimit"
 	"github.com/controlfn/controlfn/kernels/imageproc"
 	"github.com/controlfn/controlfn/kernels/nn"
 )
@@ -138,6 +139,10 @@ func runGenerate(args []string) error {
 		return err
 	}
 	defer p.Close()
+	// Pace the collector above the loaded weights, as the service does.
+	pacer := memlimit.Pace(0)
+	defer pacer.Stop()
+	defer pacer.Reserve(p.WorkingMemory(req.Width, req.Height, req.NumImages))()
 	load := time.Since(t0)
 	bar := newProgress(os.Stderr, "denoise", req.Steps)
 	req.OnStep = func(step int, _ float64, _ []float32) { bar.Set(step + 1) }
