@@ -163,6 +163,9 @@ func New(c *Components, opts Options) (_ *Pipeline, err error) {
 			return nil, err
 		}
 	}
+	for _, w := range append([]*nn.Weights{p.textW, p.unetW, p.vaeW}, p.cnetW...) {
+		w.DropScratch()
+	}
 	if len(opts.Buckets) > 0 {
 		for _, m := range []struct {
 			name string

@@ -133,6 +133,18 @@ func (w *Weights) WithLowering(l Lowering) *Weights {
 	return w
 }
 
+// DropScratch frees the buffer weights are rearranged in (as large as the
+// largest rearranged weight: ~90 MB for SD1.5). Call it once the programs
+// are compiled; a later load grows a new one.
+func (w *Weights) DropScratch() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.scratch = nil
+	if w.lora != nil {
+		w.lora.w.DropScratch()
+	}
+}
+
 // Backend is the backend the weights live on.
 func (w *Weights) Backend() compute.Backend { return w.backend }
 
