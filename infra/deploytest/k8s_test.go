@@ -250,7 +250,7 @@ func checkK8s(files map[string][]byte, code codeFacts, edge edgeFacts) problems 
 		case lim < req:
 			p.addf("%s: resources.limits.%s under the request", at, res)
 		case res == "memory" && req < fp16RSSMB<<20:
-			p.addf("%s: memory request %v under a 512x512 generation's ~4.3 GiB peak plus headroom (fp16 weights)", at, lookup(ctr, "resources", "requests", res))
+			p.addf("%s: memory request %v under a 512x512 generation's ~4.1 GiB peak plus headroom (fp16 weights)", at, lookup(ctr, "resources", "requests", res))
 		}
 	}
 

@@ -29,7 +29,7 @@ const (
 	bundleMB = 2765
 	// Bounds above the measured peak RSS of a 512x512 generation
 	// (docs/BENCHMARKS.md) with the weights kept fp16 on the device
-	// (4.3 GiB) and widened to fp32 (6.6 GiB), with headroom.
+	// (4.1 GiB) and widened to fp32 (6.7 GiB), with headroom.
 	fp16RSSMB = 5500
 	fp32RSSMB = 8100
 	// A generation takes minutes on CPU.
@@ -628,7 +628,7 @@ func (c *templateChecker) checkFunction() {
 
 	// Sizes, wired to parameters.
 	c.sized(where+".MemorySize", rawProps["MemorySize"], fp32RSSMB, fp16RSSMB, lambdaMaxMemoryMB,
-		"a 512x512 generation peaks at ~4.3 GiB RSS with fp16 weights, ~6.6 GiB with fp32 (plus headroom); CPU Lambda stops at 10240 MB")
+		"a 512x512 generation peaks at ~4.1 GiB RSS with fp16 weights, ~6.7 GiB with fp32 (plus headroom); CPU Lambda stops at 10240 MB")
 	timeoutParam, timeout := c.sized(where+".Timeout", rawProps["Timeout"], minTimeoutS, 1, lambdaMaxTimeoutS,
 		"a generation takes minutes on CPU; Lambda stops at 900 s")
 	c.sized(where+".EphemeralStorage.Size", lookup(rawProps, "EphemeralStorage", "Size"), 2*bundleMB, lambdaMinEphemeralMB, lambdaMaxEphemeralMB,
