@@ -113,14 +113,17 @@ func (m *Model) embeddings(s nn.Scope, ids *Node) *Node {
 	e := s.In("text_model", "embeddings")
 	tok := m.table(e.In("token_embedding"), m.cfg.VocabSize, "vocab_size")
 	pos := m.table(e.In("position_embedding"), m.cfg.MaxPositionEmbeddings, "max_position_embeddings")
-	x := Gather(tok, InsertAxes(ids, -1)) // [B, T, hidden]
-	return Add(x, InsertAxes(Slice(pos, AxisRange(0, tokens)), 0))
+	// Rows are gathered in the stored dtype and widened after: widening
+	// the fp16 token table first would make a 145 MiB float32 copy of it
+	// (SD1.5) on every call.
+	x := ConvertDType(Gather(tok, InsertAxes(ids, -1)), dtypes.Float32) // [B, T, hidden]
+	return Add(x, InsertAxes(ConvertDType(Slice(pos, AxisRange(0, tokens)), dtypes.Float32), 0))
 }
 
 // table binds an embedding table and checks it against the config, so a
 // config that does not describe the checkpoint fails with both named.
 func (m *Model) table(s nn.Scope, rows int, field string) *Node {
-	w := s.Weight("weight", nn.AsStored)
+	w := s.StoredWeight("weight", nn.AsStored)
 	want := []int{rows, m.cfg.HiddenSize}
 	if d := w.Shape().Dimensions; len(d) != 2 || d[0] != want[0] || d[1] != want[1] {
 		panic(fmt.Errorf("clip: %s is %v, config (%s, hidden_size) says %v", s.Name("weight"), d, field, want))

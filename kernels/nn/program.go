@@ -343,6 +343,18 @@ func (s Scope) Weight(name string, layout Layout) *graph.Node {
 	return n
 }
 
+// StoredWeight binds a weight in the dtype it reaches the device in (fp16
+// kept as stored under KeepStored), for ops that select from it before any
+// arithmetic: gathering embedding rows first and widening only those
+// avoids widening a whole table. Convert the result with ConvertDType.
+func (s Scope) StoredWeight(name string, layout Layout) *graph.Node {
+	n := s.Weight(name, layout)
+	if n.Type() == graph.NodeTypeConvertDType {
+		return n.Inputs()[0]
+	}
+	return n
+}
+
 type binder struct {
 	g     *graph.Graph
 	nodes map[boundKey]*graph.Node
