@@ -73,6 +73,7 @@ func runGenerate(args []string) error {
 	numImages := fs.Int("num-images", 1, "images per prompt")
 	out := fs.String("out", "out.png", "output file (.png or .jpg); several images get -N suffixes and a -grid file")
 	backendSpec := fs.String("backend", "go", "compute backend: go, or xla:cuda in a -tags xla build")
+	fp32 := fs.Bool("fp32-weights", false, "widen weights to fp32 on the device (twice the weight memory; as serve --fp32-weights)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: controlfn generate --bundle DIR --prompt TEXT --control-image FILE --out FILE [flags]\n\nExample:\n  controlfn generate --bundle out/demo/bundle --prompt \"a red cube\" --control-image out/demo/model/control.png --steps 4 --out out/demo.png\n\n")
 		fs.PrintDefaults()
@@ -134,7 +135,14 @@ func runGenerate(args []string) error {
 		}
 		req.Width, req.Height = cfg.Width/8*8, cfg.Height/8*8
 	}
-	p, err := pipeline.New(comps, pipeline.Options{Backend: backend, Buckets: []pipeline.Bucket{{Width: req.Width, Height: req.Height, NumImages: req.NumImages}}})
+	// Weights stay as stored on the device unless asked otherwise, as in
+	// serve and lambda.
+	precision := nn.KeepStored
+	if *fp32 {
+		precision = nn.Widen
+	}
+	p, err := pipeline.New(comps, pipeline.Options{Backend: backend, Precision: precision,
+		Buckets: []pipeline.Bucket{{Width: req.Width, Height: req.Height, NumImages: req.NumImages}}})
 	if err != nil {
 		return err
 	}
