@@ -58,22 +58,32 @@ func CompileStep(name string, u *UNet, uw *nn.Weights, controlNets []*ControlNet
 	ws := append([]*nn.Weights{uw}, cws...)
 	return nn.CompileMulti(name, ws, u.StepInputs(sh, controlNets), func(s []nn.Scope, in []*Node) []*Node {
 		latents := nn.NCHWToNHWC(in[0])
-		t, ctx := in[1], in[2]
 		var res *Residuals
-		for i, cn := range controlNets {
-			cond, scales := nn.NCHWToNHWC(in[3+2*i]), in[4+2*i]
-			r := cn.Forward(s[1+i], latents, t, ctx, cond, scales)
-			if res == nil {
-				res = &r
-				continue
-			}
-			for j := range res.Down {
-				res.Down[j] = Add(res.Down[j], r.Down[j])
-			}
-			res.Mid = Add(res.Mid, r.Mid)
+		if len(controlNets) > 0 {
+			r := controlNetResiduals(controlNets, s[1:], latents, in)
+			res = &r
 		}
-		return []*Node{nn.NHWCToNCHW(u.Forward(s[0], latents, t, ctx, res))}
+		return []*Node{nn.NHWCToNCHW(u.Forward(s[0], latents, in[1], in[2], res))}
 	})
+}
+
+// controlNetResiduals runs every ControlNet on its control image (the step
+// inputs, StepInputs order; latents already NHWC) and sums their residuals,
+// as diffusers' MultiControlNetModel does.
+func controlNetResiduals(controlNets []*ControlNet, scopes []nn.Scope, latents *Node, in []*Node) Residuals {
+	var res Residuals
+	for i, cn := range controlNets {
+		r := cn.Forward(scopes[i], latents, in[1], in[2], nn.NCHWToNHWC(in[3+2*i]), in[4+2*i])
+		if i == 0 {
+			res = r
+			continue
+		}
+		for j := range res.Down {
+			res.Down[j] = Add(res.Down[j], r.Down[j])
+		}
+		res.Mid = Add(res.Mid, r.Mid)
+	}
+	return res
 }
 
 // CompileStepParts traces the two halves of CompileStep's program as
@@ -87,19 +97,7 @@ func CompileStepParts(name string, u *UNet, uw *nn.Weights, controlNets []*Contr
 	}
 	in := u.StepInputs(sh, controlNets)
 	cnProg, err = nn.CompileMulti(name+"_controlnets", cws, in, func(s []nn.Scope, in []*Node) []*Node {
-		latents := nn.NCHWToNHWC(in[0])
-		var res *Residuals
-		for i, cn := range controlNets {
-			r := cn.Forward(s[i], latents, in[1], in[2], nn.NCHWToNHWC(in[3+2*i]), in[4+2*i])
-			if res == nil {
-				res = &r
-				continue
-			}
-			for j := range res.Down {
-				res.Down[j] = Add(res.Down[j], r.Down[j])
-			}
-			res.Mid = Add(res.Mid, r.Mid)
-		}
+		res := controlNetResiduals(controlNets, s, nn.NCHWToNHWC(in[0]), in)
 		return append(res.Down, res.Mid)
 	})
 	if err != nil {

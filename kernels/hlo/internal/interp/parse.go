@@ -161,20 +161,7 @@ func (p *parser) module() *Module {
 	if name := p.sigil("@"); name != "main" {
 		p.fail("function @%s: only a single @main function is supported", name)
 	}
-	main := &block{}
-	p.expect("(")
-	for !p.accept(")") {
-		if len(main.args) > 0 {
-			p.expect(",")
-		}
-		a := blockArg{name: p.sigil("%")}
-		p.expect(":")
-		a.typ = p.tensorType()
-		if p.peek("{") {
-			p.fail("argument attributes on %%%s are not supported", a.name)
-		}
-		main.args = append(main.args, a)
-	}
+	main := &block{args: p.blockArgs()}
 	p.expect("->")
 	if p.accept("(") {
 		for !p.accept(")") {
@@ -331,20 +318,29 @@ func (p *parser) statement() *stmt {
 	return s
 }
 
-// region reads "^label(%a: type, ...) : statements" inside an op's braces.
-func (p *parser) region() *block {
-	b := &block{}
-	p.sigil("^")
+// blockArgs reads "(%a: type, ...)", the arguments of @main or a region.
+func (p *parser) blockArgs() []blockArg {
+	var args []blockArg
 	p.expect("(")
 	for !p.accept(")") {
-		if len(b.args) > 0 {
+		if len(args) > 0 {
 			p.expect(",")
 		}
 		a := blockArg{name: p.sigil("%")}
 		p.expect(":")
 		a.typ = p.tensorType()
-		b.args = append(b.args, a)
+		if p.peek("{") {
+			p.fail("argument attributes on %%%s are not supported", a.name)
+		}
+		args = append(args, a)
 	}
+	return args
+}
+
+// region reads "^label(%a: type, ...) : statements" inside an op's braces.
+func (p *parser) region() *block {
+	p.sigil("^")
+	b := &block{args: p.blockArgs()}
 	p.expect(":")
 	p.body(b, "region")
 	b.computeLastUse()
