@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,6 +107,15 @@ func Compile(opts Options) (*Result, error) {
 	}
 	if dtype != artifacts.DTypeFloat16 && dtype != artifacts.DTypeFloat32 {
 		return nil, fmt.Errorf("compile: dtype %q: want %s or %s", dtype, artifacts.DTypeFloat16, artifacts.DTypeFloat32)
+	}
+	// Commit would refuse an existing bundle anyway; saying so now saves the
+	// user the whole conversion of a multi-GB checkpoint first.
+	if !opts.Overwrite {
+		if _, err := os.Lstat(opts.Out); err == nil {
+			return nil, fmt.Errorf("compile: bundle %s: %w; set Overwrite (--overwrite) to replace it", opts.Out, fs.ErrExist)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("compile: bundle %s: %w", opts.Out, err)
+		}
 	}
 	logf := func(format string, args ...any) {
 		if opts.Log != nil {

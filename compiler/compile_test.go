@@ -269,3 +269,31 @@ func TestCompileRefusals(t *testing.T) {
 		}
 	}
 }
+
+// An existing bundle is refused before any conversion work and left
+// untouched; Overwrite replaces it.
+func TestCompileExistingBundle(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "bundle")
+	compileTo(t, Options{Model: golden.Path(t, "tiny-sd15"), Out: out})
+	before, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A model path that does not exist shows the refusal comes first.
+	_, err = Compile(Options{Model: filepath.Join(t.TempDir(), "missing"), Out: out, Buckets: bucket64})
+	if !errors.Is(err, os.ErrExist) {
+		t.Fatalf("compile over an existing bundle: %v, want ErrExist", err)
+	}
+	after, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil || string(after) != string(before) {
+		t.Fatalf("existing bundle changed (err %v)", err)
+	}
+	compileTo(t, Options{Model: golden.Path(t, "tiny-sd15"), Out: out, Overwrite: true, DType: artifacts.DTypeFloat32})
+	m, err := artifacts.Open(out, artifacts.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Manifest.DType != artifacts.DTypeFloat32 {
+		t.Errorf("overwritten bundle has dtype %s", m.Manifest.DType)
+	}
+}
