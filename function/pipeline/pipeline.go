@@ -375,10 +375,10 @@ func (p *Pipeline) decoder(k shapeKey, lazy bool) (*nn.Program, error) {
 // decoderTemporaries is how many full-resolution float32 activations of
 // the VAE decoder's first block width its program holds at its peak, for
 // a shape whose programs are not compiled yet: the SD1.5 decoder's
-// estimate (nn.Program.TemporaryBytes) is 1 GiB at 512×512, 8 × 4 B × 128
-// channels per output pixel; the denoising step and the text encoder need
-// less.
-const decoderTemporaries = 8
+// estimate (nn.Program.TemporaryBytes) is 643 MiB at 512×512, 5 × 4 B ×
+// 128 channels per output pixel; the denoising step and the text encoder
+// need less.
+const decoderTemporaries = 5
 
 // WorkingMemory estimates the most memory a generation of numImages
 // images of width×height allocates above the weights: the largest
