@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"slices"
+
 	"github.com/gomlx/gomlx/core/graph"
 )
 
@@ -41,32 +43,47 @@ func peakTemporaries(nodes, outputs []*graph.Node) int64 {
 			}
 		}
 	}
-	fused := func(n *graph.Node) bool {
+	fused := make(map[*graph.Node]bool)
+	for n, cs := range consumers {
 		if n.Type() != graph.NodeTypeBroadcastInDim || isOutput[n] {
-			return false
+			continue
 		}
-		for _, c := range consumers[n] {
-			if !elementwise(c.Type()) || c.Shape().Rank() != n.Shape().Rank() {
-				return false
-			}
-		}
-		return true
+		fused[n] = !slices.ContainsFunc(cs, func(c *graph.Node) bool {
+			return !elementwise(c.Type()) || c.Shape().Rank() != n.Shape().Rank()
+		})
 	}
 	// held is the memory each live value holds; zero for values that
 	// cost nothing (stored, fused) or that share a buffer already counted.
 	held := make(map[*graph.Node]int64, len(nodes))
 	var cur, peak int64
+	// release counts one use of n done, and frees n after its last.
+	var release func(n *graph.Node)
+	release = func(n *graph.Node) {
+		uses[n]--
+		if uses[n] > 0 || isOutput[n] {
+			return
+		}
+		cur -= held[n]
+		delete(held, n)
+		if fused[n] {
+			for _, in := range n.Inputs() {
+				release(in)
+			}
+		}
+	}
 	for _, n := range nodes {
 		t := n.Type()
 		if !reachable[n] || t == graph.NodeTypeParameter || t == graph.NodeTypeConstant {
 			continue
 		}
 		size := int64(n.Shape().Memory())
-		if fused(n) {
-			// Its consumers read its (small) input directly, which
-			// this releases early: an error of a few weights' bytes.
+		if fused[n] {
+			// Its consumers read its input directly: the input lives
+			// until the broadcast's last consumer has run (release).
 			held[n] = 0
-		} else if in := reusedInput(n, uses, held, isOutput); in != nil {
+			continue
+		}
+		if in := reusedInput(n, uses, held, isOutput); in != nil {
 			// The output takes over the input's buffer: nothing new is
 			// allocated, and the input's bytes move to n.
 			size = held[in]
@@ -78,11 +95,7 @@ func peakTemporaries(nodes, outputs []*graph.Node) int64 {
 			peak = max(peak, cur)
 		}
 		for _, in := range n.Inputs() {
-			uses[in]--
-			if uses[in] == 0 && !isOutput[in] {
-				cur -= held[in]
-				delete(held, in)
-			}
+			release(in)
 		}
 	}
 	return peak

@@ -10,54 +10,56 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 )
 
-// Hand-computed: a = exp(x) (4000 bytes), b = -a (a is still needed: 4000
-// more), c = a + b writes into b's buffer, d = 2c into c's: 8000 bytes at
-// most. x, the parameter, is not counted, and a dead branch never is.
-func TestTemporaryBytes(t *testing.T) {
+// compileTemps compiles build over inputs of the given float32 shapes on a
+// fresh Go backend, closed when the test ends.
+func compileTemps(t *testing.T, name string, build BuildFunc, dims ...[]int) *Program {
+	t.Helper()
 	b, err := NewBackend("go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewWeights(b, RandomSource{}, Widen)
-	p, err := Compile("temps", w, []shapes.Shape{shapes.Make(dtypes.Float32, 1000)}, func(s Scope, in []*Node) []*Node {
+	in := make([]shapes.Shape, len(dims))
+	for i, d := range dims {
+		in[i] = shapes.Make(dtypes.Float32, d...)
+	}
+	p, err := Compile(name, NewWeights(b, RandomSource{}, Widen), in, build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Hand-computed: a = exp(x) (4000 bytes), b = -a (a is still needed: 4000
+// more), c = a + b writes into b's buffer, d = 2c into c's: 8000 bytes at
+// most. x, the parameter, is not counted, and a dead branch never is.
+func TestTemporaryBytes(t *testing.T) {
+	p := compileTemps(t, "temps", func(s Scope, in []*Node) []*Node {
 		a := Exp(in[0])
 		_ = Mul(Exp(in[0]), Exp(in[0])) // never used: the backend skips it
 		c := Add(a, Neg(a))
 		return []*Node{MulScalar(c, 2)}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	}, []int{1000})
 	if got := p.TemporaryBytes(); got != 8000 {
 		t.Errorf("TemporaryBytes = %d, want 8000", got)
 	}
 }
 
 // A broadcast feeding only elementwise ops of its rank is fused into them
-// by the backend and costs nothing: exp(x) · broadcast(b) writes into
-// exp(x)'s buffer, 4000 bytes in all.
+// by the backend: it costs nothing, and its input lives until those ops
+// have run. exp(x) [1000, 8] (32000 bytes) · broadcast(-y [1000, 1]) (4000
+// bytes, alive until the product) writes into exp(x)'s buffer: 36000
+// bytes at most.
 func TestTemporaryBytesFusedBroadcast(t *testing.T) {
-	b, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := NewWeights(b, RandomSource{}, Widen)
-	in := []shapes.Shape{shapes.Make(dtypes.Float32, 1000), shapes.Make(dtypes.Float32, 1)}
-	p, err := Compile("broadcast", w, in, func(s Scope, in []*Node) []*Node {
-		scale := BroadcastToDims(Neg(in[1]), 1000)
+	p := compileTemps(t, "broadcast", func(s Scope, in []*Node) []*Node {
+		scale := BroadcastToDims(Neg(in[1]), 1000, 8)
 		if scale.Type() != NodeTypeBroadcastInDim {
 			t.Fatalf("BroadcastToDims made a %s node", scale.Type())
 		}
 		return []*Node{ReduceAllSum(Mul(Exp(in[0]), scale))}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	// exp(x), and the 4-byte sum made while it is still alive.
-	if got := p.TemporaryBytes(); got != 4004 {
-		t.Errorf("TemporaryBytes = %d, want 4004", got)
+	}, []int{1000, 8}, []int{1000, 1})
+	if got := p.TemporaryBytes(); got != 36000 {
+		t.Errorf("TemporaryBytes = %d, want 36000", got)
 	}
 }
 
@@ -67,30 +69,16 @@ func TestTemporaryBytesFusedBroadcast(t *testing.T) {
 // alternating, even with its pool). A program that only sums its input
 // measures what a run allocates besides (the input's upload).
 func TestInPlaceChainAllocatesOnce(t *testing.T) {
-	b, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 1 << 20 // 4 MiB of float32, far above the rest of a run's allocations
-	in := []shapes.Shape{shapes.Make(dtypes.Float32, n)}
-	w := NewWeights(b, RandomSource{}, Widen)
-	chain, err := Compile("chain", w, in, func(s Scope, in []*Node) []*Node {
+	chain := compileTemps(t, "chain", func(s Scope, in []*Node) []*Node {
 		y := Abs(in[0])
 		y = Sqrt(y)
 		y = Neg(y)
 		y = Exp(y)
 		y = MulScalar(y, 3)
 		return []*Node{ReduceAllSum(Tanh(y))}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer chain.Close()
-	sum, err := Compile("sum", w, in, func(s Scope, in []*Node) []*Node { return []*Node{ReduceAllSum(in[0])} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sum.Close()
+	}, []int{n})
+	sum := compileTemps(t, "sum", func(s Scope, in []*Node) []*Node { return []*Node{ReduceAllSum(in[0])} }, []int{n})
 	if got := chain.TemporaryBytes(); got != 4*n+4 { // and the scalar sum
 		t.Errorf("TemporaryBytes = %d, want %d", got, 4*n+4)
 	}
