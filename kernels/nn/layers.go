@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/controlfn/controlfn/kernels/safetensors"
 	"github.com/gomlx/compute"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // graph code reads best unqualified
 	gnn "github.com/gomlx/gomlx/ml/nn"
@@ -20,7 +21,12 @@ func Linear(s Scope, x *Node) *Node {
 	}
 	out := w.Shape().Dimensions[1]
 	x2 := Reshape(x, -1, in)
-	y := MatMul(x2, w)
+	var y *Node
+	if stored := widenedInGraph(s.Lowering(), w); stored != nil && in*out*4 > widenPieceBytes {
+		y = matMulWidenedPieces(x2, stored, widenPieceBytes)
+	} else {
+		y = MatMul(x2, w)
+	}
 	for _, l := range s.loras("weight", InOut) {
 		y = Add(y, MulScalar(MatMul(MatMul(x2, l.down), l.up), l.scale))
 	}
@@ -72,10 +78,18 @@ func conv(lowering Lowering, x, kernel *Node, stride int, pad Padding) *Node {
 	kd := kernel.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
 	xd := x.Shape().Dimensions
+	stored := widenedInGraph(lowering, kernel)
+	if kh*kw*cin*cout*4 <= widenPieceBytes {
+		stored = nil
+	}
 	var y *Node
 	switch {
+	case kh == 1 && kw == 1 && stride == 1 && pad == (Padding{}) && stored != nil:
+		y = Reshape(matMulWidenedPieces(Reshape(x, -1, cin), stored, widenPieceBytes), xd[0], xd[1], xd[2], cout)
 	case kh == 1 && kw == 1 && stride == 1 && pad == (Padding{}):
 		y = Reshape(MatMul(Reshape(x, -1, cin), Reshape(kernel, cin, cout)), xd[0], xd[1], xd[2], cout)
+	case lowering == LowerGo && stored != nil:
+		y = im2colConvWidenedPieces(x, stored, stride, pad, im2colChunkBytes, widenPieceBytes)
 	case lowering == LowerGo:
 		y = im2colConv(x, kernel, stride, pad)
 	default:
@@ -147,6 +161,121 @@ func im2colConvBlocks(x, kernel *Node, stride int, pad Padding, chunkBytes int) 
 	return Concatenate(blocks, 1)
 }
 
+// widenPieceBytes bounds the float32 copy of an fp16 weight that one
+// matmul widens at a time on the Go backend. Whole, SD1.5's large weights
+// are widened into buffers of many sizes (up to 118 MB for a 2560→1280 3×3
+// conv), and gobackend keeps every freed buffer in a pool per size until
+// two collections pass: at the end of a 256² fp16 step half a GiB of them
+// was reachable. Pieces of one bounded size reuse a few buffers instead.
+const widenPieceBytes = 16 << 20
+
+// widenedInGraph returns the stored half-precision parameter behind a
+// weight the graph widens to float32 on the Go backend, or nil (a float32
+// weight, or XLA, which fuses the conversion into its consumer).
+func widenedInGraph(lowering Lowering, w *Node) *Node {
+	if lowering != LowerGo || w.Type() != NodeTypeConvertDType {
+		return nil
+	}
+	if p := w.Inputs()[0]; p.Type() == NodeTypeParameter && p.DType().IsHalfPrecision() {
+		return p
+	}
+	return nil
+}
+
+// pieces splits n items into equal runs of at most size each (the last
+// may be shorter) and returns the run length: equal runs keep the widened
+// pieces in one buffer size.
+func pieces(n, size int) int {
+	size = max(1, min(n, size))
+	count := (n + size - 1) / size
+	return (n + count - 1) / count
+}
+
+// matMulWidenedPieces is x [M, K] · stored [..., K, N] (leading axes of
+// size 1) with stored widened a block of rows (≤ pieceBytes as float32) at
+// a time: the sum of x[:, rows] · float32(stored[rows]).
+func matMulWidenedPieces(x, stored *Node, pieceBytes int) *Node {
+	sd := stored.Shape().Dimensions
+	k, n := sd[len(sd)-2], sd[len(sd)-1]
+	rows := pieces(k, pieceBytes/(n*4))
+	var y *Node
+	for k0 := 0; k0 < k; k0 += rows {
+		k1 := min(k, k0+rows)
+		// Slice before reshaping: reshaping a parameter copies it whole.
+		spec := make([]SliceAxisSpec, len(sd))
+		for i := range spec {
+			spec[i] = AxisRange()
+		}
+		spec[len(sd)-2] = AxisRange(k0, k1)
+		piece := ConvertDType(Reshape(Slice(stored, spec...), k1-k0, n), x.DType())
+		part := MatMul(Slice(x, AxisRange(), AxisRange(k0, k1)), piece)
+		if y == nil {
+			y = part
+		} else {
+			y = Add(y, part)
+		}
+	}
+	return y
+}
+
+// im2colConvWidenedPieces is im2colConvBlocks for a half-precision HWIO
+// kernel larger than widenPieceBytes in float32: each run of taps along a
+// kernel row is widened once and multiplied with those taps of every row
+// block, and the partial products are summed per block.
+func im2colConvWidenedPieces(x, stored *Node, stride int, pad Padding, chunkBytes, pieceBytes int) *Node {
+	kd := stored.Shape().Dimensions
+	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
+	if pad != (Padding{}) {
+		x = Pad(x, ScalarZero(x.Graph(), x.DType()),
+			compute.PadAxis{}, compute.PadAxis{Start: pad[0], End: pad[1]},
+			compute.PadAxis{Start: pad[2], End: pad[3]}, compute.PadAxis{})
+	}
+	xd := x.Shape().Dimensions
+	n, h, w := xd[0], xd[1], xd[2]
+	ho := (h-kh)/stride + 1
+	wo := (w-kw)/stride + 1
+	rows := ho
+	if rowBytes := n * wo * kh * kw * cin * 4; rowBytes*ho > chunkBytes {
+		rows = max(1, chunkBytes/rowBytes)
+	}
+	taps := pieces(kw, pieceBytes/(cin*cout*4))
+	var blocks []*Node
+	for dy := 0; dy < kh; dy++ {
+		for dx0 := 0; dx0 < kw; dx0 += taps {
+			dx1 := min(kw, dx0+taps)
+			piece := Slice(stored, AxisRange(dy, dy+1), AxisRange(dx0, dx1), AxisRange(), AxisRange())
+			piece = ConvertDType(Reshape(piece, (dx1-dx0)*cin, cout), x.DType())
+			for b, y0 := 0, 0; y0 < ho; b, y0 = b+1, y0+rows {
+				y1 := min(ho, y0+rows)
+				cols := make([]*Node, 0, dx1-dx0)
+				for dx := dx0; dx < dx1; dx++ {
+					cols = append(cols, Slice(x, AxisRange(),
+						AxisRange(y0*stride+dy, (y1-1)*stride+dy+1).Stride(stride),
+						AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
+						AxisRange()))
+				}
+				patches := cols[0]
+				if len(cols) > 1 {
+					patches = Concatenate(cols, -1)
+				}
+				part := MatMul(Reshape(patches, n*(y1-y0)*wo, (dx1-dx0)*cin), piece)
+				if b == len(blocks) {
+					blocks = append(blocks, part)
+				} else {
+					blocks[b] = Add(blocks[b], part)
+				}
+			}
+		}
+	}
+	for b, y0 := 0, 0; y0 < ho; b, y0 = b+1, y0+rows {
+		blocks[b] = Reshape(blocks[b], n, min(ho, y0+rows)-y0, wo, cout)
+	}
+	if len(blocks) == 1 {
+		return blocks[0]
+	}
+	return Concatenate(blocks, 1)
+}
+
 // GroupNorm is PyTorch's GroupNorm over NHWC x with affine weight and bias.
 func GroupNorm(s Scope, x *Node, groups int, eps float64) *Node {
 	d := x.Shape().Dimensions
@@ -160,6 +289,112 @@ func GroupNorm(s Scope, x *Node, groups int, eps float64) *Node {
 	gamma := ExpandLeftToRank(s.Weight("weight", AsStored), 4)
 	beta := ExpandLeftToRank(s.Weight("bias", AsStored), 4)
 	return Add(Mul(y, gamma), beta)
+}
+
+// NormActConv is Conv2D(conv, act(GroupNorm(norm, x))), the opening of
+// every resnet half. On the Go backend, when the convolution's im2col runs
+// in row blocks, each block of rows is normalized, activated and padded
+// just before its patches are gathered, from group statistics taken over
+// the whole input first (mean, then the centred variance, in blocks): the
+// normalized, activated and padded copies of x, each as large as x, never
+// exist. At 512×512 that is three 256 MiB tensors in the VAE decoder's last
+// blocks. The result is the composition's up to float32 rounding.
+func NormActConv(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding) *Node {
+	if y := normActConvBlocks(norm, x, groups, eps, act, conv, stride, pad, im2colChunkBytes); y != nil {
+		return y
+	}
+	return Conv2D(conv, act(GroupNorm(norm, x, groups, eps)), stride, pad)
+}
+
+// normActConvBlocks is NormActConv's blocked form, or nil where it does not
+// apply: another lowering, a 1×1 or single-block convolution, an unmerged
+// LoRA on the convolution, or an fp16 kernel widened in pieces (the deep,
+// low-resolution blocks, whose convolutions are one block anyway).
+func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding, chunkBytes int) *Node {
+	if conv.Lowering() != LowerGo || conv.hasLoRA("weight") {
+		return nil
+	}
+	ks := conv.StoredShape("weight") // [out, in, kh, kw]
+	if len(ks) != 4 {
+		return nil
+	}
+	cout, cin, kh, kw := ks[0], ks[1], ks[2], ks[3]
+	xd := x.Shape().Dimensions
+	if len(xd) != 4 || xd[3] != cin {
+		panic(fmt.Errorf("%s: input %v is not NHWC with %d channels", conv.Name("weight"), xd, cin))
+	}
+	n, h, w, c := xd[0], xd[1], xd[2], xd[3]
+	if c%groups != 0 {
+		panic(fmt.Errorf("%s: %d channels do not split into %d groups", norm.Name("weight"), c, groups))
+	}
+	ho := (h+pad[0]+pad[1]-kh)/stride + 1
+	wo := (w+pad[2]+pad[3]-kw)/stride + 1
+	rowBytes := n * wo * kh * kw * cin * 4
+	if kh*kw == 1 || rowBytes*ho <= chunkBytes {
+		return nil
+	}
+	if dt, _, _, err := conv.w.src.Tensor(conv.Name("weight")); err == nil && dt != safetensors.F32 &&
+		conv.w.precision == KeepStored && kh*kw*cin*cout*4 > widenPieceBytes {
+		return nil
+	}
+	rows := max(1, chunkBytes/rowBytes)
+
+	// Group statistics, as GroupNorm computes them: per sample and group,
+	// the mean, then the mean squared deviation from it.
+	cg := c / groups
+	count := float64(h * w * cg)
+	perChannel := func(g *Node) *Node { // [n, groups] → [n, 1, 1, c]
+		return Reshape(BroadcastToDims(Reshape(g, n, groups, 1), n, groups, cg), n, 1, 1, c)
+	}
+	groupMean := func(sum *Node) *Node { // [n, c] → [n, groups]
+		return DivScalar(ReduceSum(Reshape(sum, n, groups, cg), 2), count)
+	}
+	mean := perChannel(groupMean(ReduceSum(x, 1, 2)))
+	var sq *Node
+	statRows := max(1, chunkBytes/(n*w*c*4))
+	for r0 := 0; r0 < h; r0 += statRows {
+		d := Sub(Slice(x, AxisRange(), AxisRange(r0, min(h, r0+statRows)), AxisRange(), AxisRange()), mean)
+		part := ReduceSum(Square(d), 1, 2)
+		if sq == nil {
+			sq = part
+		} else {
+			sq = Add(sq, part)
+		}
+	}
+	rstd := perChannel(Rsqrt(AddScalar(groupMean(sq), eps)))
+	gamma := ExpandLeftToRank(norm.Weight("weight", AsStored), 4)
+	beta := ExpandLeftToRank(norm.Weight("bias", AsStored), 4)
+
+	flat := Reshape(conv.Weight("weight", HWIO), kh*kw*cin, cout)
+	var blocks []*Node
+	for y0 := 0; y0 < ho; y0 += rows {
+		y1 := min(ho, y0+rows)
+		// Input rows the block reads, in unpadded coordinates; rows
+		// outside the image are the convolution's zero padding.
+		a0, a1 := y0*stride-pad[0], (y1-1)*stride+kh-pad[0]
+		c0, c1 := max(0, a0), min(h, a1)
+		xb := Slice(x, AxisRange(), AxisRange(c0, c1), AxisRange(), AxisRange())
+		hb := act(Add(Mul(Mul(Sub(xb, mean), rstd), gamma), beta))
+		hb = Pad(hb, ScalarZero(x.Graph(), x.DType()),
+			compute.PadAxis{}, compute.PadAxis{Start: c0 - a0, End: a1 - c1},
+			compute.PadAxis{Start: pad[2], End: pad[3]}, compute.PadAxis{})
+		cols := make([]*Node, 0, kh*kw)
+		for dy := 0; dy < kh; dy++ {
+			for dx := 0; dx < kw; dx++ {
+				cols = append(cols, Slice(hb, AxisRange(),
+					AxisRange(dy, dy+(y1-y0-1)*stride+1).Stride(stride),
+					AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
+					AxisRange()))
+			}
+		}
+		y := MatMul(Reshape(Concatenate(cols, -1), n*(y1-y0)*wo, kh*kw*cin), flat)
+		blocks = append(blocks, Reshape(y, n, y1-y0, wo, cout))
+	}
+	y := Concatenate(blocks, 1)
+	if conv.Has("bias") {
+		y = Add(y, ExpandLeftToRank(conv.Weight("bias", AsStored), 4))
+	}
+	return y
 }
 
 // LayerNorm normalizes the last axis with affine weight and bias.

@@ -1,9 +1,11 @@
 package nn
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
+	"github.com/controlfn/controlfn/kernels/safetensors"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -189,6 +191,141 @@ func TestIm2colRowBlocks(t *testing.T) {
 			for i := range want {
 				if math.Abs(float64(got[i]-want[i])) > 1e-5 {
 					t.Fatalf("stride %d pad %v, %d rows per block: value %d = %g, want %g", tc.stride, tc.pad, rowsPerBlock, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// Widening an fp16 weight in pieces computes the same convolution and
+// linear layer as widening it whole, whatever the piece size: pieces of
+// whole taps along a kernel row, of input rows for a matmul.
+func TestWidenedPieces(t *testing.T) {
+	backend, err := NewBackend("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, c, h, w, o = 2, 6, 9, 7, 5
+	x := make([]float32, n*h*w*c)
+	for i := range x {
+		x[i] = float32(math.Cos(float64(i) * 0.37))
+	}
+	src := RandomSource{Shapes: map[string][]int{"conv": {o, c, 3, 3}, "linear": {o, c}}, DType: safetensors.F16, Seed: 7}
+	run := func(build func(s Scope, x *Node) *Node) []float32 {
+		t.Helper()
+		wts := NewWeights(backend, src, KeepStored)
+		p, err := Compile("pieces", wts, []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
+			return []*Node{build(s, in[0])}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, h, w, c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tensors.MustCopyFlatData[float32](out[0])
+	}
+	same := func(what string, got, want []float32) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+		}
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-5 {
+				t.Fatalf("%s: value %d = %g, want %g", what, i, got[i], want[i])
+			}
+		}
+	}
+	tapBytes := c * o * 4
+	for _, tc := range []struct {
+		stride int
+		pad    Padding
+	}{{1, Same(3)}, {2, Padding{0, 1, 0, 1}}} {
+		whole := run(func(s Scope, x *Node) *Node { return im2colConv(x, s.Weight("conv", HWIO), tc.stride, tc.pad) })
+		for _, taps := range []int{1, 2, 3} {
+			for _, rows := range []int{1, 3, 100} {
+				rowBytes := n * w * 9 * c * 4
+				got := run(func(s Scope, x *Node) *Node {
+					stored := widenedInGraph(LowerGo, s.Weight("conv", HWIO))
+					if stored == nil {
+						t.Fatal("fp16 weight is not widened in the graph")
+					}
+					return im2colConvWidenedPieces(x, stored, tc.stride, tc.pad, rows*rowBytes, taps*tapBytes)
+				})
+				same(fmt.Sprintf("conv stride %d, %d taps per piece, %d rows per block", tc.stride, taps, rows), got, whole)
+			}
+		}
+	}
+	whole := run(func(s Scope, x *Node) *Node { return MatMul(Reshape(x, -1, c), s.Weight("linear", InOut)) })
+	for _, rows := range []int{1, 4, 6} {
+		got := run(func(s Scope, x *Node) *Node {
+			return matMulWidenedPieces(Reshape(x, -1, c), widenedInGraph(LowerGo, s.Weight("linear", InOut)), rows*o*4)
+		})
+		same(fmt.Sprintf("linear, %d rows per piece", rows), got, whole)
+	}
+	if got := pieces(9, 4); got != 3 {
+		t.Errorf("pieces(9, 4) = %d, want 3 (equal runs)", got)
+	}
+}
+
+// The blocked GroupNorm → activation → convolution computes the
+// composition for every block size, stride and padding, and for both
+// weight precisions.
+func TestNormActConvBlocks(t *testing.T) {
+	backend, err := NewBackend("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, c, h, w, o, groups = 2, 6, 9, 7, 5, 3
+	x := make([]float32, n*h*w*c)
+	for i := range x {
+		x[i] = float32(math.Cos(float64(i)*0.37) + 0.5*math.Sin(float64(i)*0.011))
+	}
+	shapes4 := map[string][]int{"norm.weight": {c}, "norm.bias": {c}, "conv.weight": {o, c, 3, 3}, "conv.bias": {o}}
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.F16} {
+		src := RandomSource{Shapes: shapes4, DType: dt, Seed: 11}
+		run := func(build func(s Scope, x *Node) *Node) []float32 {
+			t.Helper()
+			wts := NewWeights(backend, src, KeepStored)
+			p, err := Compile("normactconv", wts, []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
+				return []*Node{build(s, in[0])}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, h, w, c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tensors.MustCopyFlatData[float32](out[0])
+		}
+		for _, tc := range []struct {
+			stride int
+			pad    Padding
+		}{{1, Same(3)}, {2, Padding{1, 1, 1, 1}}, {2, Padding{0, 1, 0, 1}}} {
+			want := run(func(s Scope, x *Node) *Node {
+				return Conv2D(s.In("conv"), SiLU(GroupNorm(s.In("norm"), x, groups, 1e-6)), tc.stride, tc.pad)
+			})
+			wo := (w+tc.pad[2]+tc.pad[3]-3)/tc.stride + 1
+			rowBytes := n * wo * 9 * c * 4
+			for _, rows := range []int{1, 2, 3} {
+				got := run(func(s Scope, x *Node) *Node {
+					y := normActConvBlocks(s.In("norm"), x, groups, 1e-6, SiLU, s.In("conv"), tc.stride, tc.pad, rows*rowBytes)
+					if y == nil {
+						t.Fatal("blocked form did not apply")
+					}
+					return y
+				})
+				if len(got) != len(want) {
+					t.Fatalf("%s stride %d: %d values, want %d", dt, tc.stride, len(got), len(want))
+				}
+				for i := range want {
+					if math.Abs(float64(got[i]-want[i])) > 2e-5 {
+						t.Fatalf("%s stride %d pad %v, %d rows per block: value %d = %g, want %g", dt, tc.stride, tc.pad, rows, i, got[i], want[i])
+					}
 				}
 			}
 		}

@@ -52,16 +52,13 @@ func (c *Config) resnet(s nn.Scope, x, temb *Node, outputScale float64) *Node {
 	if s.Has("conv_shortcut.weight") {
 		shortcut = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
 	}
-	h := nn.GroupNorm(s.In("norm1"), x, c.NormNumGroups, c.NormEps)
-	h = nn.Activation(c.ActFn, h)
-	h = nn.Conv2D(s.In("conv1"), h, 1, nn.Same(3))
+	act := func(x *Node) *Node { return nn.Activation(c.ActFn, x) }
+	h := nn.NormActConv(s.In("norm1"), x, c.NormNumGroups, c.NormEps, act, s.In("conv1"), 1, nn.Same(3))
 	if temb != nil {
 		t := nn.Linear(s.In("time_emb_proj"), nn.Activation(c.ActFn, temb)) // [B, C]
 		h = Add(h, InsertAxes(t, 1, 1))
 	}
-	h = nn.GroupNorm(s.In("norm2"), h, c.NormNumGroups, c.NormEps)
-	h = nn.Activation(c.ActFn, h)
-	h = nn.Conv2D(s.In("conv2"), h, 1, nn.Same(3))
+	h = nn.NormActConv(s.In("norm2"), h, c.NormNumGroups, c.NormEps, act, s.In("conv2"), 1, nn.Same(3))
 	y := Add(shortcut, h)
 	if outputScale != 1 {
 		y = DivScalar(y, outputScale)

@@ -71,9 +71,8 @@ func (m *UNet) Forward(s nn.Scope, sample, t, ctx *Node, res *Residuals) *Node {
 		x = Add(x, res.Mid)
 	}
 	x = c.upBlocks(s, x, temb, ctx, skips)
-	x = nn.GroupNorm(s.In("conv_norm_out"), x, c.NormNumGroups, c.NormEps)
-	x = nn.Activation(c.ActFn, x)
-	return nn.Conv2D(s.In("conv_out"), x, 1, nn.Same(c.ConvOutKernel))
+	act := func(x *Node) *Node { return nn.Activation(c.ActFn, x) }
+	return nn.NormActConv(s.In("conv_norm_out"), x, c.NormNumGroups, c.NormEps, act, s.In("conv_out"), 1, nn.Same(c.ConvOutKernel))
 }
 
 // checkLatentSize refuses latents the down path cannot halve evenly: the up

@@ -129,9 +129,8 @@ func (m *Model) decodeNHWC(s nn.Scope, z *Node) *Node {
 		out := c.BlockOutChannels[n-1-i]
 		x = m.upDecoderBlock(d.In("up_blocks", i), x, out, i < n-1)
 	}
-	x = nn.GroupNorm(d.In("conv_norm_out"), x, c.NormNumGroups, vaeEps)
-	x = nn.SiLU(x) // diffusers' conv_act is SiLU regardless of act_fn
-	x = nn.Conv2D(d.In("conv_out"), x, 1, nn.Same(3))
+	// diffusers' conv_act is SiLU regardless of act_fn.
+	x = nn.NormActConv(d.In("conv_norm_out"), x, c.NormNumGroups, vaeEps, nn.SiLU, d.In("conv_out"), 1, nn.Same(3))
 	expectChannels(d.Name("conv_out"), x, c.OutChannels)
 	return x
 }
@@ -215,13 +214,10 @@ func (m *Model) resnet(s nn.Scope, x *Node, out int) *Node {
 	if channels(x) != out {
 		shortcut = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
 	}
-	h := nn.GroupNorm(s.In("norm1"), x, g, vaeEps)
-	h = activation(m.cfg.ActFn, h)
-	h = nn.Conv2D(s.In("conv1"), h, 1, nn.Same(3))
+	act := func(x *Node) *Node { return activation(m.cfg.ActFn, x) }
+	h := nn.NormActConv(s.In("norm1"), x, g, vaeEps, act, s.In("conv1"), 1, nn.Same(3))
 	expectChannels(s.Name("conv1"), h, out)
-	h = nn.GroupNorm(s.In("norm2"), h, g, vaeEps)
-	h = activation(m.cfg.ActFn, h)
-	h = nn.Conv2D(s.In("conv2"), h, 1, nn.Same(3))
+	h = nn.NormActConv(s.In("norm2"), h, g, vaeEps, act, s.In("conv2"), 1, nn.Same(3))
 	expectChannels(s.Name("conv2"), h, out)
 	return Add(shortcut, h)
 }
