@@ -306,39 +306,51 @@ func NormActConv(norm Scope, x *Node, groups int, eps float64, act func(*Node) *
 	return Conv2D(conv, act(GroupNorm(norm, x, groups, eps)), stride, pad)
 }
 
-// normActConvBlocks is NormActConv's blocked form, or nil where it does not
-// apply: another lowering, a 1×1 or single-block convolution, an unmerged
-// LoRA on the convolution, or an fp16 kernel widened in pieces (the deep,
-// low-resolution blocks, whose convolutions are one block anyway).
-func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding, chunkBytes int) *Node {
-	if conv.Lowering() != LowerGo || conv.hasLoRA("weight") {
-		return nil
+// UpsampleConv is Conv2D(conv, UpsampleNearest2x(x)) with a 3×3 "same"
+// convolution, diffusers' Upsample2D. Where the convolution runs in row
+// blocks on the Go backend, each block upsamples only the input rows it
+// reads: the upsampled and padded copies (4× and more than 4× x) never
+// exist.
+func UpsampleConv(conv Scope, x *Node) *Node {
+	if y := upsampleConvBlocks(conv, x, im2colChunkBytes); y != nil {
+		return y
 	}
-	ks := conv.StoredShape("weight") // [out, in, kh, kw]
-	if len(ks) != 4 {
-		return nil
-	}
-	cout, cin, kh, kw := ks[0], ks[1], ks[2], ks[3]
+	return Conv2D(conv, UpsampleNearest2x(x), 1, Same(3))
+}
+
+// upsampleConvBlocks is UpsampleConv's blocked form, or nil where it does
+// not apply (see convBlocks).
+func upsampleConvBlocks(conv Scope, x *Node, chunkBytes int) *Node {
 	xd := x.Shape().Dimensions
-	if len(xd) != 4 || xd[3] != cin {
-		panic(fmt.Errorf("%s: input %v is not NHWC with %d channels", conv.Name("weight"), xd, cin))
+	if len(xd) != 4 {
+		return nil
+	}
+	n, hs, ws, c := xd[0], xd[1], xd[2], xd[3]
+	rows := func(r0, r1 int) *Node {
+		s0, s1 := r0/2, (r1+1)/2
+		up := UpsampleNearest2x(Slice(x, AxisRange(), AxisRange(s0, s1), AxisRange(), AxisRange()))
+		if r0 == 2*s0 && r1 == 2*s1 {
+			return up
+		}
+		return Slice(up, AxisRange(), AxisRange(r0-2*s0, r1-2*s0), AxisRange(), AxisRange())
+	}
+	return convBlocks(conv, rows, n, 2*hs, 2*ws, c, 1, Same(3), chunkBytes)
+}
+
+// normActConvBlocks is NormActConv's blocked form, or nil where it does not
+// apply (see convBlocks).
+func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding, chunkBytes int) *Node {
+	xd := x.Shape().Dimensions
+	if len(xd) != 4 {
+		return nil
 	}
 	n, h, w, c := xd[0], xd[1], xd[2], xd[3]
+	if !blocked(conv, n, h, w, c, stride, pad, chunkBytes) {
+		return nil
+	}
 	if c%groups != 0 {
 		panic(fmt.Errorf("%s: %d channels do not split into %d groups", norm.Name("weight"), c, groups))
 	}
-	ho := (h+pad[0]+pad[1]-kh)/stride + 1
-	wo := (w+pad[2]+pad[3]-kw)/stride + 1
-	rowBytes := n * wo * kh * kw * cin * 4
-	if kh*kw == 1 || rowBytes*ho <= chunkBytes {
-		return nil
-	}
-	if dt, _, _, err := conv.w.src.Tensor(conv.Name("weight")); err == nil && dt != safetensors.F32 &&
-		conv.w.precision == KeepStored && kh*kw*cin*cout*4 > widenPieceBytes {
-		return nil
-	}
-	rows := max(1, chunkBytes/rowBytes)
-
 	// Group statistics, as GroupNorm computes them: per sample and group,
 	// the mean, then the mean squared deviation from it.
 	cg := c / groups
@@ -364,24 +376,71 @@ func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*N
 	rstd := perChannel(Rsqrt(AddScalar(groupMean(sq), eps)))
 	gamma := ExpandLeftToRank(norm.Weight("weight", AsStored), 4)
 	beta := ExpandLeftToRank(norm.Weight("bias", AsStored), 4)
+	rows := func(r0, r1 int) *Node {
+		xb := Slice(x, AxisRange(), AxisRange(r0, r1), AxisRange(), AxisRange())
+		return act(Add(Mul(Mul(Sub(xb, mean), rstd), gamma), beta))
+	}
+	return convBlocks(conv, rows, n, h, w, c, stride, pad, chunkBytes)
+}
 
-	flat := Reshape(conv.Weight("weight", HWIO), kh*kw*cin, cout)
+// blocked reports whether conv over an [n, h, w, c] input runs in row
+// blocks of at most chunkBytes of patches in convBlocks: on the Go backend,
+// for a kernel larger than 1×1 whose patches exceed one block, with no
+// unmerged LoRA on it and no fp16 kernel widened in pieces (those are the
+// deep, low-resolution blocks, whose convolutions are one block anyway).
+func blocked(conv Scope, n, h, w, c, stride int, pad Padding, chunkBytes int) bool {
+	if conv.Lowering() != LowerGo || conv.hasLoRA("weight") {
+		return false
+	}
+	ks := conv.StoredShape("weight") // [out, in, kh, kw]
+	if len(ks) != 4 {
+		return false
+	}
+	cout, cin, kh, kw := ks[0], ks[1], ks[2], ks[3]
+	if c != cin {
+		panic(fmt.Errorf("%s: input has %d channels, weight expects %d", conv.Name("weight"), c, cin))
+	}
+	ho := (h+pad[0]+pad[1]-kh)/stride + 1
+	wo := (w+pad[2]+pad[3]-kw)/stride + 1
+	if kh*kw == 1 || n*wo*kh*kw*cin*4*ho <= chunkBytes {
+		return false
+	}
+	if dt, _, _, err := conv.w.src.Tensor(conv.Name("weight")); err == nil && dt != safetensors.F32 &&
+		conv.w.precision == KeepStored && kh*kw*cin*cout*4 > widenPieceBytes {
+		return false
+	}
+	return true
+}
+
+// convBlocks is Conv2D(conv) of an [n, h, w, c] input that is never built
+// whole: rows(r0, r1) builds input rows [r0, r1), and each block of output
+// rows asks for the rows it reads (rows outside the image are the
+// convolution's zero padding). It returns nil where blocked says no.
+func convBlocks(conv Scope, rows func(r0, r1 int) *Node, n, h, w, c, stride int, pad Padding, chunkBytes int) *Node {
+	if !blocked(conv, n, h, w, c, stride, pad, chunkBytes) {
+		return nil
+	}
+	kernel := conv.Weight("weight", HWIO)
+	kd := kernel.Shape().Dimensions
+	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
+	ho := (h+pad[0]+pad[1]-kh)/stride + 1
+	wo := (w+pad[2]+pad[3]-kw)/stride + 1
+	rowBytes := n * wo * kh * kw * cin * 4
+	block := max(1, chunkBytes/rowBytes)
+	flat := Reshape(kernel, kh*kw*cin, cout)
 	var blocks []*Node
-	for y0 := 0; y0 < ho; y0 += rows {
-		y1 := min(ho, y0+rows)
-		// Input rows the block reads, in unpadded coordinates; rows
-		// outside the image are the convolution's zero padding.
+	for y0 := 0; y0 < ho; y0 += block {
+		y1 := min(ho, y0+block)
+		// Input rows the block reads, in unpadded coordinates.
 		a0, a1 := y0*stride-pad[0], (y1-1)*stride+kh-pad[0]
 		c0, c1 := max(0, a0), min(h, a1)
-		xb := Slice(x, AxisRange(), AxisRange(c0, c1), AxisRange(), AxisRange())
-		hb := act(Add(Mul(Mul(Sub(xb, mean), rstd), gamma), beta))
-		hb = Pad(hb, ScalarZero(x.Graph(), x.DType()),
+		xb := Pad(rows(c0, c1), ScalarZero(kernel.Graph(), kernel.DType()),
 			compute.PadAxis{}, compute.PadAxis{Start: c0 - a0, End: a1 - c1},
 			compute.PadAxis{Start: pad[2], End: pad[3]}, compute.PadAxis{})
 		cols := make([]*Node, 0, kh*kw)
 		for dy := 0; dy < kh; dy++ {
 			for dx := 0; dx < kw; dx++ {
-				cols = append(cols, Slice(hb, AxisRange(),
+				cols = append(cols, Slice(xb, AxisRange(),
 					AxisRange(dy, dy+(y1-y0-1)*stride+1).Stride(stride),
 					AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
 					AxisRange()))

@@ -331,3 +331,52 @@ func TestNormActConvBlocks(t *testing.T) {
 		}
 	}
 }
+
+// The blocked upsample → convolution computes the composition for every
+// block size, odd block boundaries included.
+func TestUpsampleConvBlocks(t *testing.T) {
+	backend, err := NewBackend("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, c, h, w, o = 2, 4, 5, 3, 3
+	x := make([]float32, n*h*w*c)
+	for i := range x {
+		x[i] = float32(math.Sin(float64(i)*0.29) + 0.1)
+	}
+	src := RandomSource{Shapes: map[string][]int{"conv.weight": {o, c, 3, 3}, "conv.bias": {o}}, DType: safetensors.F16, Seed: 13}
+	run := func(build func(s Scope, x *Node) *Node) []float32 {
+		t.Helper()
+		p, err := Compile("upconv", NewWeights(backend, src, KeepStored), []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
+			return []*Node{build(s, in[0])}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, h, w, c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tensors.MustCopyFlatData[float32](out[0])
+	}
+	want := run(func(s Scope, x *Node) *Node { return Conv2D(s.In("conv"), UpsampleNearest2x(x), 1, Same(3)) })
+	rowBytes := n * 2 * w * 9 * c * 4
+	for _, rows := range []int{1, 2, 3, 4} {
+		got := run(func(s Scope, x *Node) *Node {
+			y := upsampleConvBlocks(s.In("conv"), x, rows*rowBytes)
+			if y == nil {
+				t.Fatal("blocked form did not apply")
+			}
+			return y
+		})
+		if len(got) != len(want) {
+			t.Fatalf("%d rows per block: %d values, want %d", rows, len(got), len(want))
+		}
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-5 {
+				t.Fatalf("%d rows per block: value %d = %g, want %g", rows, i, got[i], want[i])
+			}
+		}
+	}
+}

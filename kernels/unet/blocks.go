@@ -189,7 +189,7 @@ func (c *Config) upBlocks(s nn.Scope, x, temb, ctx *Node, skips []*Node) *Node {
 			}
 		}
 		if i < n-1 {
-			x = nn.Conv2D(bs.In("upsamplers", 0, "conv"), nn.UpsampleNearest2x(x), 1, nn.Same(3))
+			x = nn.UpsampleConv(bs.In("upsamplers", 0, "conv"), x)
 		}
 	}
 	return x

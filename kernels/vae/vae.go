@@ -185,7 +185,7 @@ func (m *Model) upDecoderBlock(s nn.Scope, x *Node, out int, upsample bool) *Nod
 	}
 	if upsample {
 		us := s.In("upsamplers", 0, "conv")
-		x = nn.Conv2D(us, nn.UpsampleNearest2x(x), 1, nn.Same(3))
+		x = nn.UpsampleConv(us, x)
 		expectChannels(s.Name("upsamplers.0.conv"), x, out)
 	}
 	return x
