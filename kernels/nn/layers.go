@@ -20,17 +20,29 @@ func Linear(s Scope, x *Node) *Node {
 		panic(fmt.Errorf("%s: input has %d features, weight expects %d", s.Name("weight"), in, w.Shape().Dimensions[0]))
 	}
 	out := w.Shape().Dimensions[1]
+	outDims := append(append([]int(nil), dims[:len(dims)-1]...), out)
+	loras := s.loras("weight", InOut)
+	stored := widenedInGraph(s.Lowering(), w)
+	if stored == nil && len(loras) == 0 {
+		// Contracting x's last axis in place: flattening x first would
+		// copy it whenever another op still reads it (gobackend reshapes
+		// only an input it owns in place), as q, k and v read one input.
+		y := DotGeneral(x, []int{len(dims) - 1}, nil, w, []int{0}, nil)
+		if s.Has("bias") {
+			y = Add(y, ExpandLeftToRank(s.Weight("bias", AsStored), y.Rank()))
+		}
+		return y
+	}
 	x2 := Reshape(x, -1, in)
 	var y *Node
-	if stored := widenedInGraph(s.Lowering(), w); stored != nil && in*out*4 > widenPieceBytes {
+	if stored != nil && in*out*4 > widenPieceBytes {
 		y = matMulWidenedPieces(x2, stored, widenPieceBytes)
 	} else {
 		y = MatMul(x2, w)
 	}
-	for _, l := range s.loras("weight", InOut) {
+	for _, l := range loras {
 		y = Add(y, MulScalar(MatMul(MatMul(x2, l.down), l.up), l.scale))
 	}
-	outDims := append(append([]int(nil), dims[:len(dims)-1]...), out)
 	y = Reshape(y, outDims...)
 	if s.Has("bias") {
 		y = Add(y, ExpandLeftToRank(s.Weight("bias", AsStored), y.Rank()))
@@ -87,7 +99,9 @@ func conv(lowering Lowering, x, kernel *Node, stride int, pad Padding) *Node {
 	case kh == 1 && kw == 1 && stride == 1 && pad == (Padding{}) && stored != nil:
 		y = Reshape(matMulWidenedPieces(Reshape(x, -1, cin), stored, widenPieceBytes), xd[0], xd[1], xd[2], cout)
 	case kh == 1 && kw == 1 && stride == 1 && pad == (Padding{}):
-		y = Reshape(MatMul(Reshape(x, -1, cin), Reshape(kernel, cin, cout)), xd[0], xd[1], xd[2], cout)
+		// x's channels contracted in place: a resnet's shortcut reads x
+		// before its main branch does, and flattening x would copy it.
+		y = Reshape(DotGeneral(x, []int{3}, nil, kernel, []int{2}, nil), xd[0], xd[1], xd[2], cout)
 	case lowering == LowerGo && stored != nil:
 		y = im2colConvWidenedPieces(x, stored, stride, pad, im2colChunkBytes, widenPieceBytes)
 	case lowering == LowerGo:
