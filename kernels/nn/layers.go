@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/controlfn/controlfn/kernels/safetensors"
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // graph code reads best unqualified
 	gnn "github.com/gomlx/gomlx/ml/nn"
 )
@@ -305,36 +305,91 @@ func GroupNorm(s Scope, x *Node, groups int, eps float64) *Node {
 	return Add(Mul(y, gamma), beta)
 }
 
+// Blocked says what NormActConv and UpsampleConv do besides the
+// convolution when they run in row blocks. The zero value adds nothing and
+// returns float32.
+type Blocked struct {
+	// Residual, when set, returns rows [r0, r1) (in float32) of a tensor
+	// of the output's shape that is added to it: a resnet's shortcut, added
+	// a block at a time so that neither it nor the sum exists whole before
+	// the output. Unblocked, Residual(0, height) is built before the
+	// convolution (it usually reads the wider input, which can then be
+	// freed) and added after.
+	Residual func(r0, r1 int) *Node
+	// Store is the dtype blocks are kept in once computed (float32 when
+	// zero). Float16 halves the full-resolution activations between
+	// blocks, as diffusers' fp16 pipeline keeps them; compute stays float32
+	// and inputs are widened a block at a time. Unblocked, the output is
+	// float32 whatever Store says.
+	Store dtypes.DType
+}
+
+// F32 returns x as float32, converting it when it is stored narrower.
+func F32(x *Node) *Node {
+	if x.DType() == dtypes.Float32 {
+		return x
+	}
+	return ConvertDType(x, dtypes.Float32)
+}
+
+// Rows returns rows [r0, r1) of NHWC x as float32 (x itself, widened if
+// stored narrower, for all of them): what a Blocked.Residual returns for
+// an identity shortcut.
+func Rows(x *Node, r0, r1 int) *Node {
+	if r0 == 0 && r1 == x.Shape().Dimensions[1] {
+		return F32(x)
+	}
+	return F32(Slice(x, AxisRange(), AxisRange(r0, r1), AxisRange(), AxisRange()))
+}
+
 // NormActConv is Conv2D(conv, act(GroupNorm(norm, x))), the opening of
-// every resnet half. On the Go backend, when the convolution's im2col runs
-// in row blocks, each block of rows is normalized, activated and padded
-// just before its patches are gathered, from group statistics taken over
-// the whole input first (mean, then the centred variance, in blocks): the
-// normalized, activated and padded copies of x, each as large as x, never
-// exist. At 512×512 that is three 256 MiB tensors in the VAE decoder's last
-// blocks. The result is the composition's up to float32 rounding.
-func NormActConv(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding) *Node {
-	if y := normActConvBlocks(norm, x, groups, eps, act, conv, stride, pad, im2colChunkBytes); y != nil {
+// every resnet half, plus opt.Residual. On the Go backend, when the
+// convolution's im2col runs in row blocks, each block of rows is
+// normalized, activated and padded just before its patches are gathered,
+// from group statistics taken over the whole input first (mean, then the
+// centred variance, in blocks): the normalized, activated and padded
+// copies of x, each as large as x, never exist. At 512×512 that is three
+// 256 MiB tensors in the VAE decoder's last blocks. x may be stored as
+// float16 (Blocked.Store). The result is the composition's up to float32
+// rounding (and the rounding of Store).
+func NormActConv(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding, opt Blocked) *Node {
+	if y := normActConvBlocks(norm, x, groups, eps, act, conv, stride, pad, opt, im2colChunkBytes); y != nil {
 		return y
 	}
-	return Conv2D(conv, act(GroupNorm(norm, x, groups, eps)), stride, pad)
+	var residual *Node
+	if opt.Residual != nil {
+		residual = opt.Residual(0, x.Shape().Dimensions[1])
+	}
+	y := Conv2D(conv, act(GroupNorm(norm, F32(x), groups, eps)), stride, pad)
+	if residual != nil {
+		y = Add(residual, y)
+	}
+	return y
 }
 
 // UpsampleConv is Conv2D(conv, UpsampleNearest2x(x)) with a 3×3 "same"
-// convolution, diffusers' Upsample2D. Where the convolution runs in row
-// blocks on the Go backend, each block upsamples only the input rows it
-// reads: the upsampled and padded copies (4× and more than 4× x) never
-// exist.
-func UpsampleConv(conv Scope, x *Node) *Node {
-	if y := upsampleConvBlocks(conv, x, im2colChunkBytes); y != nil {
+// convolution, diffusers' Upsample2D, plus opt.Residual. Where the
+// convolution runs in row blocks on the Go backend, each block upsamples
+// only the input rows it reads: the upsampled and padded copies (4× and
+// more than 4× x) never exist. x may be stored as float16.
+func UpsampleConv(conv Scope, x *Node, opt Blocked) *Node {
+	if y := upsampleConvBlocks(conv, x, opt, im2colChunkBytes); y != nil {
 		return y
 	}
-	return Conv2D(conv, UpsampleNearest2x(x), 1, Same(3))
+	var residual *Node
+	if opt.Residual != nil {
+		residual = opt.Residual(0, 2*x.Shape().Dimensions[1])
+	}
+	y := Conv2D(conv, UpsampleNearest2x(F32(x)), 1, Same(3))
+	if residual != nil {
+		y = Add(residual, y)
+	}
+	return y
 }
 
 // upsampleConvBlocks is UpsampleConv's blocked form, or nil where it does
 // not apply (see convBlocks).
-func upsampleConvBlocks(conv Scope, x *Node, chunkBytes int) *Node {
+func upsampleConvBlocks(conv Scope, x *Node, opt Blocked, chunkBytes int) *Node {
 	xd := x.Shape().Dimensions
 	if len(xd) != 4 {
 		return nil
@@ -342,18 +397,18 @@ func upsampleConvBlocks(conv Scope, x *Node, chunkBytes int) *Node {
 	n, hs, ws, c := xd[0], xd[1], xd[2], xd[3]
 	rows := func(r0, r1 int) *Node {
 		s0, s1 := r0/2, (r1+1)/2
-		up := UpsampleNearest2x(Slice(x, AxisRange(), AxisRange(s0, s1), AxisRange(), AxisRange()))
+		up := UpsampleNearest2x(Rows(x, s0, s1))
 		if r0 == 2*s0 && r1 == 2*s1 {
 			return up
 		}
 		return Slice(up, AxisRange(), AxisRange(r0-2*s0, r1-2*s0), AxisRange(), AxisRange())
 	}
-	return convBlocks(conv, rows, n, 2*hs, 2*ws, c, 1, Same(3), chunkBytes)
+	return convBlocks(conv, rows, n, 2*hs, 2*ws, c, 1, Same(3), opt, chunkBytes)
 }
 
 // normActConvBlocks is NormActConv's blocked form, or nil where it does not
 // apply (see convBlocks).
-func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding, chunkBytes int) *Node {
+func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*Node) *Node, conv Scope, stride int, pad Padding, opt Blocked, chunkBytes int) *Node {
 	xd := x.Shape().Dimensions
 	if len(xd) != 4 {
 		return nil
@@ -366,7 +421,8 @@ func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*N
 		panic(fmt.Errorf("%s: %d channels do not split into %d groups", norm.Name("weight"), c, groups))
 	}
 	// Group statistics, as GroupNorm computes them: per sample and group,
-	// the mean, then the mean squared deviation from it.
+	// the mean, then the mean squared deviation from it. A float32 x is
+	// summed in place; a narrower one is widened a block at a time.
 	cg := c / groups
 	count := float64(h * w * cg)
 	perChannel := func(g *Node) *Node { // [n, groups] → [n, 1, 1, c]
@@ -375,26 +431,34 @@ func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*N
 	groupMean := func(sum *Node) *Node { // [n, c] → [n, groups]
 		return DivScalar(ReduceSum(Reshape(sum, n, groups, cg), 2), count)
 	}
-	mean := perChannel(groupMean(ReduceSum(x, 1, 2)))
-	var sq *Node
 	statRows := max(1, chunkBytes/(n*w*c*4))
-	for r0 := 0; r0 < h; r0 += statRows {
-		d := Sub(Slice(x, AxisRange(), AxisRange(r0, min(h, r0+statRows)), AxisRange(), AxisRange()), mean)
-		part := ReduceSum(Square(d), 1, 2)
-		if sq == nil {
-			sq = part
-		} else {
-			sq = Add(sq, part)
+	sumBlocks := func(f func(rows *Node) *Node) *Node {
+		var sum *Node
+		for r0 := 0; r0 < h; r0 += statRows {
+			part := ReduceSum(f(Rows(x, r0, min(h, r0+statRows))), 1, 2)
+			if sum == nil {
+				sum = part
+			} else {
+				sum = Add(sum, part)
+			}
 		}
+		return sum
 	}
+	var sum *Node
+	if x.DType() == dtypes.Float32 {
+		sum = ReduceSum(x, 1, 2)
+	} else {
+		sum = sumBlocks(func(rows *Node) *Node { return rows })
+	}
+	mean := perChannel(groupMean(sum))
+	sq := sumBlocks(func(rows *Node) *Node { return Square(Sub(rows, mean)) })
 	rstd := perChannel(Rsqrt(AddScalar(groupMean(sq), eps)))
 	gamma := ExpandLeftToRank(norm.Weight("weight", AsStored), 4)
 	beta := ExpandLeftToRank(norm.Weight("bias", AsStored), 4)
 	rows := func(r0, r1 int) *Node {
-		xb := Slice(x, AxisRange(), AxisRange(r0, r1), AxisRange(), AxisRange())
-		return act(Add(Mul(Mul(Sub(xb, mean), rstd), gamma), beta))
+		return act(Add(Mul(Mul(Sub(Rows(x, r0, r1), mean), rstd), gamma), beta))
 	}
-	return convBlocks(conv, rows, n, h, w, c, stride, pad, chunkBytes)
+	return convBlocks(conv, rows, n, h, w, c, stride, pad, opt, chunkBytes)
 }
 
 // blocked reports whether conv over an [n, h, w, c] input runs in row
@@ -419,18 +483,15 @@ func blocked(conv Scope, n, h, w, c, stride int, pad Padding, chunkBytes int) bo
 	if kh*kw == 1 || n*wo*kh*kw*cin*4*ho <= chunkBytes {
 		return false
 	}
-	if dt, _, _, err := conv.w.src.Tensor(conv.Name("weight")); err == nil && dt != safetensors.F32 &&
-		conv.w.precision == KeepStored && kh*kw*cin*cout*4 > widenPieceBytes {
-		return false
-	}
-	return true
+	return !(conv.KeepsHalf("weight") && kh*kw*cin*cout*4 > widenPieceBytes)
 }
 
 // convBlocks is Conv2D(conv) of an [n, h, w, c] input that is never built
-// whole: rows(r0, r1) builds input rows [r0, r1), and each block of output
-// rows asks for the rows it reads (rows outside the image are the
-// convolution's zero padding). It returns nil where blocked says no.
-func convBlocks(conv Scope, rows func(r0, r1 int) *Node, n, h, w, c, stride int, pad Padding, chunkBytes int) *Node {
+// whole: rows(r0, r1) builds input rows [r0, r1) in float32, and each block
+// of output rows asks for the rows it reads (rows outside the image are the
+// convolution's zero padding); opt.Residual's rows are added to each block,
+// which is then kept as opt.Store. It returns nil where blocked says no.
+func convBlocks(conv Scope, rows func(r0, r1 int) *Node, n, h, w, c, stride int, pad Padding, opt Blocked, chunkBytes int) *Node {
 	if !blocked(conv, n, h, w, c, stride, pad, chunkBytes) {
 		return nil
 	}
@@ -442,6 +503,10 @@ func convBlocks(conv Scope, rows func(r0, r1 int) *Node, n, h, w, c, stride int,
 	rowBytes := n * wo * kh * kw * cin * 4
 	block := max(1, chunkBytes/rowBytes)
 	flat := Reshape(kernel, kh*kw*cin, cout)
+	var bias *Node
+	if conv.Has("bias") {
+		bias = ExpandLeftToRank(conv.Weight("bias", AsStored), 4)
+	}
 	var blocks []*Node
 	for y0 := 0; y0 < ho; y0 += block {
 		y1 := min(ho, y0+block)
@@ -461,13 +526,19 @@ func convBlocks(conv Scope, rows func(r0, r1 int) *Node, n, h, w, c, stride int,
 			}
 		}
 		y := MatMul(Reshape(Concatenate(cols, -1), n*(y1-y0)*wo, kh*kw*cin), flat)
-		blocks = append(blocks, Reshape(y, n, y1-y0, wo, cout))
+		y = Reshape(y, n, y1-y0, wo, cout)
+		if bias != nil {
+			y = Add(y, bias)
+		}
+		if opt.Residual != nil {
+			y = Add(opt.Residual(y0, y1), y)
+		}
+		if opt.Store != dtypes.InvalidDType && opt.Store != y.DType() {
+			y = ConvertDType(y, opt.Store)
+		}
+		blocks = append(blocks, y)
 	}
-	y := Concatenate(blocks, 1)
-	if conv.Has("bias") {
-		y = Add(y, ExpandLeftToRank(conv.Weight("bias", AsStored), 4))
-	}
-	return y
+	return Concatenate(blocks, 1)
 }
 
 // LayerNorm normalizes the last axis with affine weight and bias.

@@ -271,8 +271,9 @@ func TestWidenedPieces(t *testing.T) {
 }
 
 // The blocked GroupNorm → activation → convolution computes the
-// composition for every block size, stride and padding, and for both
-// weight precisions.
+// composition for every block size, stride and padding, for both weight
+// precisions, with a residual added by blocks, and with fp16 storage of
+// its input and output (to fp16's rounding).
 func TestNormActConvBlocks(t *testing.T) {
 	backend, err := NewBackend("go")
 	if err != nil {
@@ -283,14 +284,14 @@ func TestNormActConvBlocks(t *testing.T) {
 	for i := range x {
 		x[i] = float32(math.Cos(float64(i)*0.37) + 0.5*math.Sin(float64(i)*0.011))
 	}
-	shapes4 := map[string][]int{"norm.weight": {c}, "norm.bias": {c}, "conv.weight": {o, c, 3, 3}, "conv.bias": {o}}
+	shapes4 := map[string][]int{"norm.weight": {c}, "norm.bias": {c}, "conv.weight": {o, c, 3, 3}, "conv.bias": {o}, "sc.weight": {o, c, 1, 1}}
 	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.F16} {
 		src := RandomSource{Shapes: shapes4, DType: dt, Seed: 11}
 		run := func(build func(s Scope, x *Node) *Node) []float32 {
 			t.Helper()
 			wts := NewWeights(backend, src, KeepStored)
 			p, err := Compile("normactconv", wts, []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
-				return []*Node{build(s, in[0])}
+				return []*Node{F32(build(s, in[0]))}
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -303,28 +304,59 @@ func TestNormActConvBlocks(t *testing.T) {
 			return tensors.MustCopyFlatData[float32](out[0])
 		}
 		for _, tc := range []struct {
-			stride int
-			pad    Padding
-		}{{1, Same(3)}, {2, Padding{1, 1, 1, 1}}, {2, Padding{0, 1, 0, 1}}} {
+			stride   int
+			pad      Padding
+			residual bool
+			half     bool
+		}{
+			{1, Same(3), false, false}, {2, Padding{1, 1, 1, 1}, false, false}, {2, Padding{0, 1, 0, 1}, false, false},
+			{1, Same(3), true, false}, {1, Same(3), true, true}, {2, Padding{0, 1, 0, 1}, false, true},
+		} {
+			shortcut := func(s Scope, x *Node) func(r0, r1 int) *Node {
+				if !tc.residual {
+					return nil
+				}
+				return func(r0, r1 int) *Node { return Conv2D(s.In("sc"), Rows(x, r0, r1), 1, Padding{}) }
+			}
 			want := run(func(s Scope, x *Node) *Node {
-				return Conv2D(s.In("conv"), SiLU(GroupNorm(s.In("norm"), x, groups, 1e-6)), tc.stride, tc.pad)
+				if tc.half {
+					x = F32(ConvertDType(x, dtypes.Float16))
+				}
+				y := Conv2D(s.In("conv"), SiLU(GroupNorm(s.In("norm"), x, groups, 1e-6)), tc.stride, tc.pad)
+				if tc.residual {
+					y = Add(shortcut(s, x)(0, h), y)
+				}
+				return y
 			})
 			wo := (w+tc.pad[2]+tc.pad[3]-3)/tc.stride + 1
 			rowBytes := n * wo * 9 * c * 4
 			for _, rows := range []int{1, 2, 3} {
+				what := fmt.Sprintf("%s stride %d pad %v residual %v fp16 %v, %d rows per block", dt, tc.stride, tc.pad, tc.residual, tc.half, rows)
 				got := run(func(s Scope, x *Node) *Node {
-					y := normActConvBlocks(s.In("norm"), x, groups, 1e-6, SiLU, s.In("conv"), tc.stride, tc.pad, rows*rowBytes)
+					opt := Blocked{Residual: shortcut(s, x)}
+					if tc.half {
+						x = ConvertDType(x, dtypes.Float16)
+						opt = Blocked{Residual: shortcut(s, x), Store: dtypes.Float16}
+					}
+					y := normActConvBlocks(s.In("norm"), x, groups, 1e-6, SiLU, s.In("conv"), tc.stride, tc.pad, opt, rows*rowBytes)
 					if y == nil {
-						t.Fatal("blocked form did not apply")
+						t.Fatalf("%s: blocked form did not apply", what)
+					}
+					if tc.half && y.DType() != dtypes.Float16 {
+						t.Fatalf("%s: output is %s, want float16", what, y.DType())
 					}
 					return y
 				})
 				if len(got) != len(want) {
-					t.Fatalf("%s stride %d: %d values, want %d", dt, tc.stride, len(got), len(want))
+					t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+				}
+				tol := 2e-5
+				if tc.half {
+					tol = 1e-3 // one fp16 rounding of the output
 				}
 				for i := range want {
-					if math.Abs(float64(got[i]-want[i])) > 2e-5 {
-						t.Fatalf("%s stride %d pad %v, %d rows per block: value %d = %g, want %g", dt, tc.stride, tc.pad, rows, i, got[i], want[i])
+					if d := math.Abs(float64(got[i] - want[i])); d > tol*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("%s: value %d = %g, want %g", what, i, got[i], want[i])
 					}
 				}
 			}
@@ -360,22 +392,37 @@ func TestUpsampleConvBlocks(t *testing.T) {
 		}
 		return tensors.MustCopyFlatData[float32](out[0])
 	}
-	want := run(func(s Scope, x *Node) *Node { return Conv2D(s.In("conv"), UpsampleNearest2x(x), 1, Same(3)) })
 	rowBytes := n * 2 * w * 9 * c * 4
-	for _, rows := range []int{1, 2, 3, 4} {
-		got := run(func(s Scope, x *Node) *Node {
-			y := upsampleConvBlocks(s.In("conv"), x, rows*rowBytes)
-			if y == nil {
-				t.Fatal("blocked form did not apply")
+	for _, half := range []bool{false, true} {
+		want := run(func(s Scope, x *Node) *Node {
+			if half {
+				x = F32(ConvertDType(x, dtypes.Float16))
 			}
-			return y
+			return Conv2D(s.In("conv"), UpsampleNearest2x(x), 1, Same(3))
 		})
-		if len(got) != len(want) {
-			t.Fatalf("%d rows per block: %d values, want %d", rows, len(got), len(want))
-		}
-		for i := range want {
-			if math.Abs(float64(got[i]-want[i])) > 1e-5 {
-				t.Fatalf("%d rows per block: value %d = %g, want %g", rows, i, got[i], want[i])
+		for _, rows := range []int{1, 2, 3, 4} {
+			got := run(func(s Scope, x *Node) *Node {
+				opt := Blocked{}
+				if half {
+					x, opt.Store = ConvertDType(x, dtypes.Float16), dtypes.Float16
+				}
+				y := upsampleConvBlocks(s.In("conv"), x, opt, rows*rowBytes)
+				if y == nil {
+					t.Fatal("blocked form did not apply")
+				}
+				return F32(y)
+			})
+			if len(got) != len(want) {
+				t.Fatalf("%d rows per block: %d values, want %d", rows, len(got), len(want))
+			}
+			tol := 1e-5
+			if half {
+				tol = 1e-3
+			}
+			for i := range want {
+				if d := math.Abs(float64(got[i] - want[i])); d > tol*(1+math.Abs(float64(want[i]))) {
+					t.Fatalf("fp16 %v, %d rows per block: value %d = %g, want %g", half, rows, i, got[i], want[i])
+				}
 			}
 		}
 	}

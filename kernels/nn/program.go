@@ -310,6 +310,17 @@ func (s Scope) StoredShape(name string) []int {
 	return shape
 }
 
+// KeepsHalf reports whether a weight reaches the device in half precision
+// (stored fp16 or bf16, loaded KeepStored): the model is running in fp16,
+// and its full-resolution activations may be kept in fp16 too.
+func (s Scope) KeepsHalf(name string) bool {
+	if s.w.precision != KeepStored {
+		return false
+	}
+	dt, _, _, err := s.w.src.Tensor(s.prefix + name)
+	return err == nil && (dt == safetensors.F16 || dt == safetensors.BF16)
+}
+
 // Lowering is the lowering of the backend being traced for.
 func (s Scope) Lowering() Lowering { return s.w.lowering }
 

@@ -53,12 +53,12 @@ func (c *Config) resnet(s nn.Scope, x, temb *Node, outputScale float64) *Node {
 		shortcut = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
 	}
 	act := func(x *Node) *Node { return nn.Activation(c.ActFn, x) }
-	h := nn.NormActConv(s.In("norm1"), x, c.NormNumGroups, c.NormEps, act, s.In("conv1"), 1, nn.Same(3))
+	h := nn.NormActConv(s.In("norm1"), x, c.NormNumGroups, c.NormEps, act, s.In("conv1"), 1, nn.Same(3), nn.Blocked{})
 	if temb != nil {
 		t := nn.Linear(s.In("time_emb_proj"), nn.Activation(c.ActFn, temb)) // [B, C]
 		h = Add(h, InsertAxes(t, 1, 1))
 	}
-	h = nn.NormActConv(s.In("norm2"), h, c.NormNumGroups, c.NormEps, act, s.In("conv2"), 1, nn.Same(3))
+	h = nn.NormActConv(s.In("norm2"), h, c.NormNumGroups, c.NormEps, act, s.In("conv2"), 1, nn.Same(3), nn.Blocked{})
 	y := Add(shortcut, h)
 	if outputScale != 1 {
 		y = DivScalar(y, outputScale)
@@ -189,7 +189,7 @@ func (c *Config) upBlocks(s nn.Scope, x, temb, ctx *Node, skips []*Node) *Node {
 			}
 		}
 		if i < n-1 {
-			x = nn.UpsampleConv(bs.In("upsamplers", 0, "conv"), x)
+			x = nn.UpsampleConv(bs.In("upsamplers", 0, "conv"), x, nn.Blocked{})
 		}
 	}
 	return x

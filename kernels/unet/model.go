@@ -72,7 +72,7 @@ func (m *UNet) Forward(s nn.Scope, sample, t, ctx *Node, res *Residuals) *Node {
 	}
 	x = c.upBlocks(s, x, temb, ctx, skips)
 	act := func(x *Node) *Node { return nn.Activation(c.ActFn, x) }
-	return nn.NormActConv(s.In("conv_norm_out"), x, c.NormNumGroups, c.NormEps, act, s.In("conv_out"), 1, nn.Same(c.ConvOutKernel))
+	return nn.NormActConv(s.In("conv_norm_out"), x, c.NormNumGroups, c.NormEps, act, s.In("conv_out"), 1, nn.Same(c.ConvOutKernel), nn.Blocked{})
 }
 
 // checkLatentSize refuses latents the down path cannot halve evenly: the up

@@ -20,6 +20,7 @@ package vae
 
 import (
 	"fmt"
+	"github.com/gomlx/compute/dtypes"
 
 	"github.com/controlfn/controlfn/kernels/nn"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // graph code reads best unqualified
@@ -122,15 +123,22 @@ func (m *Model) decodeNHWC(s nn.Scope, z *Node) *Node {
 	top := c.BlockOutChannels[n-1]
 	x = nn.Conv2D(d.In("conv_in"), x, 1, nn.Same(3))
 	expectChannels(d.Name("conv_in"), x, top)
-	x = m.midBlock(d.In("mid_block"), x)
+	// With fp16 weights the full-resolution activations are kept in fp16
+	// between row blocks too (nn.Blocked.Store), as diffusers' fp16 VAE
+	// keeps them: half the memory of the largest tensors of a generation.
+	store := dtypes.Float32
+	if d.KeepsHalf("conv_in.weight") {
+		store = dtypes.Float16
+	}
+	x = m.midBlock(d.In("mid_block"), x, store)
 	for i := 0; i < n; i++ {
 		// Up blocks walk block_out_channels backwards; all but the last
 		// double the resolution.
 		out := c.BlockOutChannels[n-1-i]
-		x = m.upDecoderBlock(d.In("up_blocks", i), x, out, i < n-1)
+		x = m.upDecoderBlock(d.In("up_blocks", i), x, out, i < n-1, store)
 	}
 	// diffusers' conv_act is SiLU regardless of act_fn.
-	x = nn.NormActConv(d.In("conv_norm_out"), x, c.NormNumGroups, vaeEps, nn.SiLU, d.In("conv_out"), 1, nn.Same(3))
+	x = nn.NormActConv(d.In("conv_norm_out"), x, c.NormNumGroups, vaeEps, nn.SiLU, d.In("conv_out"), 1, nn.Same(3), nn.Blocked{})
 	expectChannels(d.Name("conv_out"), x, c.OutChannels)
 	return x
 }
@@ -145,7 +153,7 @@ func (m *Model) encodeNHWC(s nn.Scope, image *Node) (mean, logvar *Node) {
 	for i := 0; i < n; i++ {
 		x = m.downEncoderBlock(e.In("down_blocks", i), x, c.BlockOutChannels[i], i < n-1)
 	}
-	x = m.midBlock(e.In("mid_block"), x)
+	x = m.midBlock(e.In("mid_block"), x, dtypes.Float32)
 	x = nn.GroupNorm(e.In("conv_norm_out"), x, c.NormNumGroups, vaeEps)
 	x = nn.SiLU(x) // conv_act is SiLU regardless of act_fn
 	x = nn.Conv2D(e.In("conv_out"), x, 1, nn.Same(3))
@@ -167,7 +175,7 @@ func (m *Model) encodeNHWC(s nn.Scope, image *Node) (mean, logvar *Node) {
 // grid is not shifted as a symmetric pad would shift it.
 func (m *Model) downEncoderBlock(s nn.Scope, x *Node, out int, downsample bool) *Node {
 	for j := 0; j < m.cfg.LayersPerBlock; j++ {
-		x = m.resnet(s.In("resnets", j), x, out)
+		x = m.resnet(s.In("resnets", j), x, out, dtypes.Float32)
 	}
 	if downsample {
 		ds := s.In("downsamplers", 0, "conv")
@@ -179,13 +187,13 @@ func (m *Model) downEncoderBlock(s nn.Scope, x *Node, out int, downsample bool) 
 
 // upDecoderBlock is UpDecoderBlock2D: layers_per_block+1 resnets, then
 // (except in the last block) nearest 2× upsampling and a 3×3 conv.
-func (m *Model) upDecoderBlock(s nn.Scope, x *Node, out int, upsample bool) *Node {
+func (m *Model) upDecoderBlock(s nn.Scope, x *Node, out int, upsample bool, store dtypes.DType) *Node {
 	for j := 0; j < m.cfg.LayersPerBlock+1; j++ {
-		x = m.resnet(s.In("resnets", j), x, out)
+		x = m.resnet(s.In("resnets", j), x, out, store)
 	}
 	if upsample {
 		us := s.In("upsamplers", 0, "conv")
-		x = nn.UpsampleConv(us, x)
+		x = nn.UpsampleConv(us, x, nn.Blocked{Store: store})
 		expectChannels(s.Name("upsamplers.0.conv"), x, out)
 	}
 	return x
@@ -193,33 +201,34 @@ func (m *Model) upDecoderBlock(s nn.Scope, x *Node, out int, upsample bool) *Nod
 
 // midBlock is UNetMidBlock2D as the VAE configures it: resnet, optional
 // single-head self-attention, resnet, all at the input's channel count.
-func (m *Model) midBlock(s nn.Scope, x *Node) *Node {
+func (m *Model) midBlock(s nn.Scope, x *Node, store dtypes.DType) *Node {
 	c := channels(x)
-	x = m.resnet(s.In("resnets", 0), x, c)
+	x = m.resnet(s.In("resnets", 0), x, c, store)
 	if m.cfg.MidBlockAddAttention {
-		x = m.attention(s.In("attentions", 0), x)
+		x = m.attention(s.In("attentions", 0), nn.F32(x))
 	}
-	return m.resnet(s.In("resnets", 1), x, c)
+	return m.resnet(s.In("resnets", 1), x, c, store)
 }
 
 // resnet is ResnetBlock2D without a time embedding: norm1 → act → conv1 →
 // norm2 → act → conv2, plus the input (through a 1×1 conv_shortcut when the
-// channel count changes); output_scale_factor is 1 in the VAE.
-func (m *Model) resnet(s nn.Scope, x *Node, out int) *Node {
+// channel count changes); output_scale_factor is 1 in the VAE. x may be
+// stored in fp16; where the convolutions run in row blocks their outputs
+// are kept as store, and the shortcut is added to conv2's output a block
+// at a time (nn.Blocked).
+func (m *Model) resnet(s nn.Scope, x *Node, out int, store dtypes.DType) *Node {
 	g := m.cfg.NormNumGroups
-	// The shortcut comes first: ops run in creation order, so x (wider
-	// than the block's output) is freed after norm1 instead of living
-	// through the whole block. Same math.
-	shortcut := x
+	shortcut := func(r0, r1 int) *Node { return nn.Rows(x, r0, r1) }
 	if channels(x) != out {
-		shortcut = nn.Conv2D(s.In("conv_shortcut"), x, 1, nn.Padding{})
+		sc := s.In("conv_shortcut")
+		shortcut = func(r0, r1 int) *Node { return nn.Conv2D(sc, nn.Rows(x, r0, r1), 1, nn.Padding{}) }
 	}
 	act := func(x *Node) *Node { return activation(m.cfg.ActFn, x) }
-	h := nn.NormActConv(s.In("norm1"), x, g, vaeEps, act, s.In("conv1"), 1, nn.Same(3))
+	h := nn.NormActConv(s.In("norm1"), x, g, vaeEps, act, s.In("conv1"), 1, nn.Same(3), nn.Blocked{Store: store})
 	expectChannels(s.Name("conv1"), h, out)
-	h = nn.NormActConv(s.In("norm2"), h, g, vaeEps, act, s.In("conv2"), 1, nn.Same(3))
+	h = nn.NormActConv(s.In("norm2"), h, g, vaeEps, act, s.In("conv2"), 1, nn.Same(3), nn.Blocked{Residual: shortcut, Store: store})
 	expectChannels(s.Name("conv2"), h, out)
-	return Add(shortcut, h)
+	return h
 }
 
 // attention is the VAE mid block's Attention: GroupNorm, then one head as
