@@ -420,39 +420,41 @@ func normActConvBlocks(norm Scope, x *Node, groups int, eps float64, act func(*N
 	if c%groups != 0 {
 		panic(fmt.Errorf("%s: %d channels do not split into %d groups", norm.Name("weight"), c, groups))
 	}
-	// Group statistics, as GroupNorm computes them: per sample and group,
-	// the mean, then the mean squared deviation from it. A float32 x is
-	// summed in place; a narrower one is widened a block at a time.
+	// Group statistics (per sample and group: the mean and the mean
+	// squared deviation from it) in one pass over blocks of rows: each
+	// block's own mean and squared deviations, merged as Chan et al.'s
+	// parallel variance does, which is as stable as two passes. Two passes
+	// would widen an fp16 x twice, and gobackend merges identical ops, so
+	// the first pass's widened blocks would all wait for the second: a
+	// float32 copy of x after all.
 	cg := c / groups
-	count := float64(h * w * cg)
 	perChannel := func(g *Node) *Node { // [n, groups] → [n, 1, 1, c]
 		return Reshape(BroadcastToDims(Reshape(g, n, groups, 1), n, groups, cg), n, 1, 1, c)
 	}
-	groupMean := func(sum *Node) *Node { // [n, c] → [n, groups]
-		return DivScalar(ReduceSum(Reshape(sum, n, groups, cg), 2), count)
+	groupSum := func(perC *Node) *Node { // [n, c] → [n, groups]
+		return ReduceSum(Reshape(perC, n, groups, cg), 2)
 	}
 	statRows := max(1, chunkBytes/(n*w*c*4))
-	sumBlocks := func(f func(rows *Node) *Node) *Node {
-		var sum *Node
-		for r0 := 0; r0 < h; r0 += statRows {
-			part := ReduceSum(f(Rows(x, r0, min(h, r0+statRows))), 1, 2)
-			if sum == nil {
-				sum = part
-			} else {
-				sum = Add(sum, part)
-			}
+	var mean, m2 *Node
+	var count float64
+	for r0 := 0; r0 < h; r0 += statRows {
+		r1 := min(h, r0+statRows)
+		nb := float64((r1 - r0) * w * cg)
+		xb := Rows(x, r0, r1)
+		mb := DivScalar(groupSum(ReduceSum(xb, 1, 2)), nb)
+		m2b := groupSum(ReduceSum(Square(Sub(xb, perChannel(mb))), 1, 2))
+		if mean == nil {
+			mean, m2, count = mb, m2b, nb
+			continue
 		}
-		return sum
+		total := count + nb
+		delta := Sub(mb, mean)
+		mean = Add(mean, MulScalar(delta, nb/total))
+		m2 = Add(Add(m2, m2b), MulScalar(Square(delta), count*nb/total))
+		count = total
 	}
-	var sum *Node
-	if x.DType() == dtypes.Float32 {
-		sum = ReduceSum(x, 1, 2)
-	} else {
-		sum = sumBlocks(func(rows *Node) *Node { return rows })
-	}
-	mean := perChannel(groupMean(sum))
-	sq := sumBlocks(func(rows *Node) *Node { return Square(Sub(rows, mean)) })
-	rstd := perChannel(Rsqrt(AddScalar(groupMean(sq), eps)))
+	rstd := perChannel(Rsqrt(AddScalar(DivScalar(m2, count), eps)))
+	mean = perChannel(mean)
 	gamma := ExpandLeftToRank(norm.Weight("weight", AsStored), 4)
 	beta := ExpandLeftToRank(norm.Weight("bias", AsStored), 4)
 	rows := func(r0, r1 int) *Node {
