@@ -346,8 +346,8 @@ func Rows(x *Node, r0, r1 int) *Node {
 // every resnet half, plus opt.Residual. On the Go backend, when the
 // convolution's im2col runs in row blocks, each block of rows is
 // normalized, activated and padded just before its patches are gathered,
-// from group statistics taken over the whole input first (mean, then the
-// centred variance, in blocks): the normalized, activated and padded
+// from group statistics taken over the whole input first (one pass over
+// blocks, see normActConvBlocks): the normalized, activated and padded
 // copies of x, each as large as x, never exist. At 512×512 that is three
 // 256 MiB tensors in the VAE decoder's last blocks. x may be stored as
 // float16 (Blocked.Store). The result is the composition's up to float32
