@@ -135,44 +135,73 @@ func im2colConv(x, kernel *Node, stride int, pad Padding) *Node {
 func im2colConvBlocks(x, kernel *Node, stride int, pad Padding, chunkBytes int) *Node {
 	kd := kernel.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
-	if pad != (Padding{}) {
-		x = Pad(x, ScalarZero(x.Graph(), x.DType()),
-			compute.PadAxis{}, compute.PadAxis{Start: pad[0], End: pad[1]},
-			compute.PadAxis{Start: pad[2], End: pad[3]}, compute.PadAxis{})
-	}
+	x = padNHWC(x, pad[0], pad[1], pad[2], pad[3])
 	xd := x.Shape().Dimensions
 	n, h, w := xd[0], xd[1], xd[2]
 	ho := (h-kh)/stride + 1
 	wo := (w-kw)/stride + 1
-	rowBytes := n * wo * kh * kw * cin * 4
-	rows := ho
-	if rowBytes*ho > chunkBytes {
-		rows = max(1, chunkBytes/rowBytes)
-	}
+	rows := rowsPerBlock(n, wo, kh*kw*cin, ho, chunkBytes)
 	flat := Reshape(kernel, kh*kw*cin, cout)
 	var blocks []*Node
 	for y0 := 0; y0 < ho; y0 += rows {
 		y1 := min(ho, y0+rows)
-		cols := make([]*Node, 0, kh*kw)
+		var cols []*Node
 		for dy := 0; dy < kh; dy++ {
-			for dx := 0; dx < kw; dx++ {
-				cols = append(cols, Slice(x, AxisRange(),
-					AxisRange(y0*stride+dy, (y1-1)*stride+dy+1).Stride(stride),
-					AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
-					AxisRange()))
-			}
+			cols = append(cols, taps(x, y0*stride, y1-y0, stride, wo, dy, 0, kw)...)
 		}
-		patches := cols[0]
-		if len(cols) > 1 {
-			patches = Concatenate(cols, -1)
-		}
-		y := MatMul(Reshape(patches, n*(y1-y0)*wo, kh*kw*cin), flat)
+		y := MatMul(patchMatrix(cols), flat)
 		blocks = append(blocks, Reshape(y, n, y1-y0, wo, cout))
 	}
 	if len(blocks) == 1 {
 		return blocks[0]
 	}
 	return Concatenate(blocks, 1)
+}
+
+// padNHWC zero-pads the spatial axes of NHWC x.
+func padNHWC(x *Node, top, bottom, left, right int) *Node {
+	if top == 0 && bottom == 0 && left == 0 && right == 0 {
+		return x
+	}
+	return Pad(x, ScalarZero(x.Graph(), x.DType()),
+		compute.PadAxis{}, compute.PadAxis{Start: top, End: bottom},
+		compute.PadAxis{Start: left, End: right}, compute.PadAxis{})
+}
+
+// rowsPerBlock is how many output rows of an im2col convolution go in one
+// block: all of them when their patches (patchCols float32 columns per
+// output pixel) fit in chunkBytes.
+func rowsPerBlock(n, wo, patchCols, ho, chunkBytes int) int {
+	rowBytes := n * wo * patchCols * 4
+	if rowBytes*ho <= chunkBytes {
+		return ho
+	}
+	return max(1, chunkBytes/rowBytes)
+}
+
+// taps returns the strided views of padded NHWC xp that kernel taps (dy,
+// dx), dx in [dx0, dx1), read for rows output rows of wo columns, the
+// first reading padded row row0+dy.
+func taps(xp *Node, row0, rows, stride, wo, dy, dx0, dx1 int) []*Node {
+	cols := make([]*Node, 0, dx1-dx0)
+	for dx := dx0; dx < dx1; dx++ {
+		cols = append(cols, Slice(xp, AxisRange(),
+			AxisRange(row0+dy, row0+(rows-1)*stride+dy+1).Stride(stride),
+			AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
+			AxisRange()))
+	}
+	return cols
+}
+
+// patchMatrix concatenates taps on channels into the [pixels, taps·c]
+// matrix an HWIO kernel's rows multiply.
+func patchMatrix(cols []*Node) *Node {
+	p := cols[0]
+	if len(cols) > 1 {
+		p = Concatenate(cols, -1)
+	}
+	d := p.Shape().Dimensions
+	return Reshape(p, d[0]*d[1]*d[2], d[3])
 }
 
 // widenPieceBytes bounds the float32 copy of an fp16 weight that one
@@ -239,40 +268,21 @@ func matMulWidenedPieces(x, stored *Node, pieceBytes int) *Node {
 func im2colConvWidenedPieces(x, stored *Node, stride int, pad Padding, chunkBytes, pieceBytes int) *Node {
 	kd := stored.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
-	if pad != (Padding{}) {
-		x = Pad(x, ScalarZero(x.Graph(), x.DType()),
-			compute.PadAxis{}, compute.PadAxis{Start: pad[0], End: pad[1]},
-			compute.PadAxis{Start: pad[2], End: pad[3]}, compute.PadAxis{})
-	}
+	x = padNHWC(x, pad[0], pad[1], pad[2], pad[3])
 	xd := x.Shape().Dimensions
 	n, h, w := xd[0], xd[1], xd[2]
 	ho := (h-kh)/stride + 1
 	wo := (w-kw)/stride + 1
-	rows := ho
-	if rowBytes := n * wo * kh * kw * cin * 4; rowBytes*ho > chunkBytes {
-		rows = max(1, chunkBytes/rowBytes)
-	}
-	taps := pieces(kw, pieceBytes/(cin*cout*4))
+	rows := rowsPerBlock(n, wo, kh*kw*cin, ho, chunkBytes)
+	run := pieces(kw, pieceBytes/(cin*cout*4))
 	var blocks []*Node
 	for dy := 0; dy < kh; dy++ {
-		for dx0 := 0; dx0 < kw; dx0 += taps {
-			dx1 := min(kw, dx0+taps)
+		for dx0 := 0; dx0 < kw; dx0 += run {
+			dx1 := min(kw, dx0+run)
 			piece := Slice(stored, AxisRange(dy, dy+1), AxisRange(dx0, dx1), AxisRange(), AxisRange())
 			piece = ConvertDType(Reshape(piece, (dx1-dx0)*cin, cout), x.DType())
 			for b, y0 := 0, 0; y0 < ho; b, y0 = b+1, y0+rows {
-				y1 := min(ho, y0+rows)
-				cols := make([]*Node, 0, dx1-dx0)
-				for dx := dx0; dx < dx1; dx++ {
-					cols = append(cols, Slice(x, AxisRange(),
-						AxisRange(y0*stride+dy, (y1-1)*stride+dy+1).Stride(stride),
-						AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
-						AxisRange()))
-				}
-				patches := cols[0]
-				if len(cols) > 1 {
-					patches = Concatenate(cols, -1)
-				}
-				part := MatMul(Reshape(patches, n*(y1-y0)*wo, (dx1-dx0)*cin), piece)
+				part := MatMul(patchMatrix(taps(x, y0*stride, min(ho, y0+rows)-y0, stride, wo, dy, dx0, dx1)), piece)
 				if b == len(blocks) {
 					blocks = append(blocks, part)
 				} else {
@@ -482,7 +492,7 @@ func blocked(conv Scope, n, h, w, c, stride int, pad Padding, chunkBytes int) bo
 	}
 	ho := (h+pad[0]+pad[1]-kh)/stride + 1
 	wo := (w+pad[2]+pad[3]-kw)/stride + 1
-	if kh*kw == 1 || n*wo*kh*kw*cin*4*ho <= chunkBytes {
+	if kh*kw == 1 || rowsPerBlock(n, wo, kh*kw*cin, ho, chunkBytes) == ho {
 		return false
 	}
 	return !(conv.KeepsHalf("weight") && kh*kw*cin*cout*4 > widenPieceBytes)
@@ -502,8 +512,7 @@ func convBlocks(conv Scope, rows func(r0, r1 int) *Node, n, h, w, c, stride int,
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
 	ho := (h+pad[0]+pad[1]-kh)/stride + 1
 	wo := (w+pad[2]+pad[3]-kw)/stride + 1
-	rowBytes := n * wo * kh * kw * cin * 4
-	block := max(1, chunkBytes/rowBytes)
+	block := rowsPerBlock(n, wo, kh*kw*cin, ho, chunkBytes)
 	flat := Reshape(kernel, kh*kw*cin, cout)
 	var bias *Node
 	if conv.Has("bias") {
@@ -515,19 +524,12 @@ func convBlocks(conv Scope, rows func(r0, r1 int) *Node, n, h, w, c, stride int,
 		// Input rows the block reads, in unpadded coordinates.
 		a0, a1 := y0*stride-pad[0], (y1-1)*stride+kh-pad[0]
 		c0, c1 := max(0, a0), min(h, a1)
-		xb := Pad(rows(c0, c1), ScalarZero(kernel.Graph(), kernel.DType()),
-			compute.PadAxis{}, compute.PadAxis{Start: c0 - a0, End: a1 - c1},
-			compute.PadAxis{Start: pad[2], End: pad[3]}, compute.PadAxis{})
-		cols := make([]*Node, 0, kh*kw)
+		xb := padNHWC(rows(c0, c1), c0-a0, a1-c1, pad[2], pad[3])
+		var cols []*Node
 		for dy := 0; dy < kh; dy++ {
-			for dx := 0; dx < kw; dx++ {
-				cols = append(cols, Slice(xb, AxisRange(),
-					AxisRange(dy, dy+(y1-y0-1)*stride+1).Stride(stride),
-					AxisRange(dx, dx+(wo-1)*stride+1).Stride(stride),
-					AxisRange()))
-			}
+			cols = append(cols, taps(xb, 0, y1-y0, stride, wo, dy, 0, kw)...)
 		}
-		y := MatMul(Reshape(Concatenate(cols, -1), n*(y1-y0)*wo, kh*kw*cin), flat)
+		y := MatMul(patchMatrix(cols), flat)
 		y = Reshape(y, n, y1-y0, wo, cout)
 		if bias != nil {
 			y = Add(y, bias)

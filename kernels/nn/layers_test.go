@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/controlfn/controlfn/kernels/safetensors"
+	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -213,30 +214,11 @@ func TestWidenedPieces(t *testing.T) {
 	src := RandomSource{Shapes: map[string][]int{"conv": {o, c, 3, 3}, "linear": {o, c}}, DType: safetensors.F16, Seed: 7}
 	run := func(build func(s Scope, x *Node) *Node) []float32 {
 		t.Helper()
-		wts := NewWeights(backend, src, KeepStored)
-		p, err := Compile("pieces", wts, []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
-			return []*Node{build(s, in[0])}
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, h, w, c))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tensors.MustCopyFlatData[float32](out[0])
+		return runNHWC(t, backend, src, x, n, h, w, c, build)
 	}
 	same := func(what string, got, want []float32) {
 		t.Helper()
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-		}
-		for i := range want {
-			if math.Abs(float64(got[i]-want[i])) > 1e-5 {
-				t.Fatalf("%s: value %d = %g, want %g", what, i, got[i], want[i])
-			}
-		}
+		assertClose(t, what, got, want, 1e-5, 0)
 	}
 	tapBytes := c * o * 4
 	for _, tc := range []struct {
@@ -289,19 +271,7 @@ func TestNormActConvBlocks(t *testing.T) {
 		src := RandomSource{Shapes: shapes4, DType: dt, Seed: 11}
 		run := func(build func(s Scope, x *Node) *Node) []float32 {
 			t.Helper()
-			wts := NewWeights(backend, src, KeepStored)
-			p, err := Compile("normactconv", wts, []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
-				return []*Node{F32(build(s, in[0]))}
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, h, w, c))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return tensors.MustCopyFlatData[float32](out[0])
+			return runNHWC(t, backend, src, x, n, h, w, c, build)
 		}
 		for _, tc := range []struct {
 			stride   int
@@ -347,18 +317,11 @@ func TestNormActConvBlocks(t *testing.T) {
 					}
 					return y
 				})
-				if len(got) != len(want) {
-					t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-				}
 				tol := 2e-5
 				if tc.half {
 					tol = 1e-3 // one fp16 rounding of the output
 				}
-				for i := range want {
-					if d := math.Abs(float64(got[i] - want[i])); d > tol*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%s: value %d = %g, want %g", what, i, got[i], want[i])
-					}
-				}
+				assertClose(t, what, got, want, tol, tol)
 			}
 		}
 	}
@@ -379,18 +342,7 @@ func TestUpsampleConvBlocks(t *testing.T) {
 	src := RandomSource{Shapes: map[string][]int{"conv.weight": {o, c, 3, 3}, "conv.bias": {o}}, DType: safetensors.F16, Seed: 13}
 	run := func(build func(s Scope, x *Node) *Node) []float32 {
 		t.Helper()
-		p, err := Compile("upconv", NewWeights(backend, src, KeepStored), []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
-			return []*Node{build(s, in[0])}
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, h, w, c))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tensors.MustCopyFlatData[float32](out[0])
+		return runNHWC(t, backend, src, x, n, h, w, c, build)
 	}
 	rowBytes := n * 2 * w * 9 * c * 4
 	for _, half := range []bool{false, true} {
@@ -412,18 +364,44 @@ func TestUpsampleConvBlocks(t *testing.T) {
 				}
 				return F32(y)
 			})
-			if len(got) != len(want) {
-				t.Fatalf("%d rows per block: %d values, want %d", rows, len(got), len(want))
-			}
 			tol := 1e-5
 			if half {
 				tol = 1e-3
 			}
-			for i := range want {
-				if d := math.Abs(float64(got[i] - want[i])); d > tol*(1+math.Abs(float64(want[i]))) {
-					t.Fatalf("fp16 %v, %d rows per block: value %d = %g, want %g", half, rows, i, got[i], want[i])
-				}
-			}
+			assertClose(t, fmt.Sprintf("fp16 %v, %d rows per block", half, rows), got, want, tol, tol)
+		}
+	}
+}
+
+// runNHWC compiles build over one float32 NHWC input of x's values, with
+// src's weights kept as stored, runs it once and returns its output as
+// float32.
+func runNHWC(t *testing.T, backend compute.Backend, src Source, x []float32, n, h, w, c int, build func(s Scope, x *Node) *Node) []float32 {
+	t.Helper()
+	p, err := Compile("test", NewWeights(backend, src, KeepStored), []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {
+		return []*Node{F32(build(s, in[0]))}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out, err := p.Run(tensors.FromFlatDataAndDimensions(x, n, h, w, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tensors.MustCopyFlatData[float32](out[0])
+}
+
+// assertClose fails unless every value of got is within abs + rel·|want|
+// of want's.
+func assertClose(t *testing.T, what string, got, want []float32, abs, rel float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if d := math.Abs(float64(got[i] - want[i])); d > abs+rel*math.Abs(float64(want[i])) {
+			t.Fatalf("%s: value %d = %g, want %g", what, i, got[i], want[i])
 		}
 	}
 }
