@@ -368,7 +368,13 @@ func NormActConv(norm Scope, x *Node, groups int, eps float64, act func(*Node) *
 	}
 	var residual *Node
 	if opt.Residual != nil {
-		residual = opt.Residual(0, x.Shape().Dimensions[1])
+		// The output's rows; the kernel's height comes from the checkpoint
+		// (Conv2D reports a kernel that is not 4-D).
+		kh := 1
+		if ks := conv.StoredShape("weight"); len(ks) == 4 {
+			kh = ks[2]
+		}
+		residual = opt.Residual(0, (x.Shape().Dimensions[1]+pad[0]+pad[1]-kh)/stride+1)
 	}
 	y := Conv2D(conv, act(GroupNorm(norm, F32(x), groups, eps)), stride, pad)
 	if residual != nil {
