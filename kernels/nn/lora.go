@@ -81,14 +81,14 @@ type boundLoRA struct {
 	scale    float64
 }
 
-// loras binds the unmerged LoRAs of the weight name in this scope: Down in
-// downLayout (InOut for a Linear, HWIO for a convolution), Up as [r, out].
 // hasLoRA reports whether unmerged LoRAs target the weight, without
 // binding them.
 func (s Scope) hasLoRA(name string) bool {
 	return s.w.lora != nil && len(s.w.lora.byTarget[s.prefix+name]) > 0
 }
 
+// loras binds the unmerged LoRAs of the weight name in this scope: Down in
+// downLayout (InOut for a Linear, HWIO for a convolution), Up as [r, out].
 func (s Scope) loras(name string, downLayout Layout) []boundLoRA {
 	set := s.w.lora
 	if set == nil {

@@ -20,9 +20,9 @@ package vae
 
 import (
 	"fmt"
-	"github.com/gomlx/compute/dtypes"
 
 	"github.com/controlfn/controlfn/kernels/nn"
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // graph code reads best unqualified
 )
 
@@ -215,7 +215,8 @@ func (m *Model) midBlock(s nn.Scope, x *Node, store dtypes.DType) *Node {
 // channel count changes); output_scale_factor is 1 in the VAE. x may be
 // stored in fp16; where the convolutions run in row blocks their outputs
 // are kept as store, and the shortcut is added to conv2's output a block
-// at a time (nn.Blocked).
+// at a time (nn.Blocked). Unblocked (the low resolutions) the shortcut is
+// built before norm2, so x lives through conv1: a few MiB there.
 func (m *Model) resnet(s nn.Scope, x *Node, out int, store dtypes.DType) *Node {
 	g := m.cfg.NormNumGroups
 	shortcut := func(r0, r1 int) *Node { return nn.Rows(x, r0, r1) }
