@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/controlfn/controlfn/internal/memlimit"
 	"github.com/controlfn/controlfn/kernels/imageproc"
 	"github.com/controlfn/controlfn/kernels/nn"
 	"github.com/controlfn/controlfn/kernels/noise"
@@ -115,6 +116,7 @@ func (g *generation) run(req Request) error {
 	if err := g.checkpoint("before decoding"); err != nil {
 		return err
 	}
+	memlimit.BetweenPrograms()
 	return g.decode()
 }
 

@@ -127,6 +127,24 @@ func scale(n uint64, percent int) uint64 {
 	return uint64(float64(n) * float64(percent) / 100)
 }
 
+// BetweenPrograms is called between two programs whose buffers differ in
+// size: the denoising steps, then the VAE decoder. gobackend keeps a freed
+// buffer in a per-size sync.Pool until the second collection after it was
+// pooled, and a program its pools mostly serve allocates little, so few
+// collections run during it: at 256×256 the steps' pooled buffers were
+// still reachable beside the decoder's own. Under an active Pacer it
+// collects twice (tens of milliseconds with a loaded model, once a
+// generation); without one it does nothing.
+func BetweenPrograms() {
+	mu.Lock()
+	active := current != nil
+	mu.Unlock()
+	if active {
+		runtime.GC()
+		runtime.GC()
+	}
+}
+
 // Stop restores the memory limit Pace found, unless a later Pace call
 // replaced p. A nil Pacer does nothing.
 func (p *Pacer) Stop() {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"testing"
 	"time"
 )
@@ -89,5 +90,26 @@ func TestPaceGCOff(t *testing.T) {
 	}
 	if got := debug.SetMemoryLimit(-1); got != before {
 		t.Fatalf("Pace under GOGC=off moved the limit to %d", got)
+	}
+}
+
+// Between programs an active pacer empties sync.Pools (two collections);
+// without one nothing is collected.
+func TestBetweenPrograms(t *testing.T) {
+	var pool sync.Pool
+	pool.Put(make([]byte, 1<<20))
+	BetweenPrograms()
+	if pool.Get() == nil {
+		t.Fatal("a pooled buffer was dropped with no pacer active")
+	}
+	p := Pace(0)
+	if p == nil {
+		t.Skip("GOGC=off")
+	}
+	defer p.Stop()
+	pool.Put(make([]byte, 1<<20))
+	BetweenPrograms()
+	if pool.Get() != nil {
+		t.Fatal("a pooled buffer survived BetweenPrograms under a pacer")
 	}
 }
