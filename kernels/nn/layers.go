@@ -135,12 +135,7 @@ func im2colConv(x, kernel *Node, stride int, pad Padding) *Node {
 func im2colConvBlocks(x, kernel *Node, stride int, pad Padding, chunkBytes int) *Node {
 	kd := kernel.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
-	x = padNHWC(x, pad[0], pad[1], pad[2], pad[3])
-	xd := x.Shape().Dimensions
-	n, h, w := xd[0], xd[1], xd[2]
-	ho := (h-kh)/stride + 1
-	wo := (w-kw)/stride + 1
-	rows := rowsPerBlock(n, wo, kh*kw*cin, ho, chunkBytes)
+	x, n, ho, wo, rows := im2colLayout(x, kh, kw, cin, stride, pad, chunkBytes)
 	flat := Reshape(kernel, kh*kw*cin, cout)
 	var blocks []*Node
 	for y0 := 0; y0 < ho; y0 += rows {
@@ -156,6 +151,15 @@ func im2colConvBlocks(x, kernel *Node, stride int, pad Padding, chunkBytes int) 
 		return blocks[0]
 	}
 	return Concatenate(blocks, 1)
+}
+
+// im2colLayout pads NHWC x for a kh×kw convolution and returns it with
+// the batch, the output height and width, and the output rows per block.
+func im2colLayout(x *Node, kh, kw, cin, stride int, pad Padding, chunkBytes int) (xp *Node, n, ho, wo, rows int) {
+	xp = padNHWC(x, pad[0], pad[1], pad[2], pad[3])
+	d := xp.Shape().Dimensions
+	n, ho, wo = d[0], (d[1]-kh)/stride+1, (d[2]-kw)/stride+1
+	return xp, n, ho, wo, rowsPerBlock(n, wo, kh*kw*cin, ho, chunkBytes)
 }
 
 // padNHWC zero-pads the spatial axes of NHWC x.
@@ -268,12 +272,7 @@ func matMulWidenedPieces(x, stored *Node, pieceBytes int) *Node {
 func im2colConvWidenedPieces(x, stored *Node, stride int, pad Padding, chunkBytes, pieceBytes int) *Node {
 	kd := stored.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
-	x = padNHWC(x, pad[0], pad[1], pad[2], pad[3])
-	xd := x.Shape().Dimensions
-	n, h, w := xd[0], xd[1], xd[2]
-	ho := (h-kh)/stride + 1
-	wo := (w-kw)/stride + 1
-	rows := rowsPerBlock(n, wo, kh*kw*cin, ho, chunkBytes)
+	x, n, ho, wo, rows := im2colLayout(x, kh, kw, cin, stride, pad, chunkBytes)
 	run := pieces(kw, pieceBytes/(cin*cout*4))
 	var blocks []*Node
 	for dy := 0; dy < kh; dy++ {
