@@ -22,7 +22,7 @@ func Linear(s Scope, x *Node) *Node {
 	out := w.Shape().Dimensions[1]
 	outDims := append(append([]int(nil), dims[:len(dims)-1]...), out)
 	loras := s.loras("weight", InOut)
-	stored := widenedInGraph(s.Lowering(), w)
+	stored := widenedInPieces(s.Lowering(), w)
 	if stored == nil && len(loras) == 0 {
 		// Contracting x's last axis in place: flattening x first would
 		// copy it whenever another op still reads it (gobackend reshapes
@@ -35,7 +35,7 @@ func Linear(s Scope, x *Node) *Node {
 	}
 	x2 := Reshape(x, -1, in)
 	var y *Node
-	if stored != nil && in*out*4 > widenPieceBytes {
+	if stored != nil {
 		y = matMulWidenedPieces(x2, stored, widenPieceBytes)
 	} else {
 		y = MatMul(x2, w)
@@ -90,10 +90,7 @@ func conv(lowering Lowering, x, kernel *Node, stride int, pad Padding) *Node {
 	kd := kernel.Shape().Dimensions
 	kh, kw, cin, cout := kd[0], kd[1], kd[2], kd[3]
 	xd := x.Shape().Dimensions
-	stored := widenedInGraph(lowering, kernel)
-	if kh*kw*cin*cout*4 <= widenPieceBytes {
-		stored = nil
-	}
+	stored := widenedInPieces(lowering, kernel)
 	var y *Node
 	switch {
 	case kh == 1 && kw == 1 && stride == 1 && pad == (Padding{}) && stored != nil:
@@ -227,6 +224,16 @@ func widenedInGraph(lowering Lowering, w *Node) *Node {
 		return p
 	}
 	return nil
+}
+
+// widenedInPieces is widenedInGraph for a weight whose float32 copy is
+// larger than widenPieceBytes, the ones matmuls widen in pieces; nil for
+// every other weight.
+func widenedInPieces(lowering Lowering, w *Node) *Node {
+	if w.Shape().Size()*4 <= widenPieceBytes {
+		return nil
+	}
+	return widenedInGraph(lowering, w)
 }
 
 // pieces splits n items into equal runs of at most size each (the last
