@@ -29,7 +29,7 @@ const (
 	bundleMB = 2765
 	// Bounds above the measured peak RSS of a 512x512 generation
 	// (docs/BENCHMARKS.md) with the weights kept fp16 on the device
-	// (3.5 GiB) and widened to fp32 (6.1 GiB), with headroom.
+	// (3.3 GiB) and widened to fp32 (6.1 GiB), with headroom.
 	fp16RSSMB = 5500
 	fp32RSSMB = 8100
 	// A generation takes minutes on CPU.

@@ -23,7 +23,9 @@
 // reuses are dropped. The floor keeps the limit above what is live, so a
 // generation that needs more than its headroom gets a collection every
 // floor bytes allocated, never back-to-back collections the way a fixed
-// limit below the working set makes them.
+// limit below the working set makes them. The floor grows with the square
+// root of the model's memory (Floor): the trade that makes an image
+// cheapest where memory × time is paid.
 package memlimit
 
 import (
@@ -34,11 +36,30 @@ import (
 	"sync"
 )
 
-// DefaultFloor is the least room above the live heap: at most one
-// collection per 256 MiB allocated. The heap is mostly pointer-free
-// buffers, so a collection costs milliseconds; the SD1.5 generations
-// measured no slower with it.
-const DefaultFloor = 256 << 20
+// floorUnit, minFloor and maxFloor define Floor.
+const (
+	floorUnit = 10 << 20
+	minFloor  = 32 << 20
+	maxFloor  = 512 << 20
+)
+
+// Floor is the room Pace keeps above the live heap when not told: the
+// geometric mean of the model's memory (the live heap when Pace is
+// called) and 10 MiB, within 32–512 MiB. A lower floor lowers the peak
+// by about c × floor and adds about k / floor of collection time, so
+// (memory + c·floor) × (time + k/floor), what a function billed by
+// memory × time pays per image, is least at floor = √(memory × k/(c·time)).
+// SD1.5 on the Go backend measured k/(c·time) at 5–18 MiB (fp16 weights,
+// 512² and 256²), hence 10 MiB: 177 MiB for fp16 weights (3.1 GiB live),
+// 248 MiB for fp32 (6.0 GiB). A bigger model's collections cost more time
+// for the same floor, and with float32 weights the heap's free pages eat
+// more of it: fp32 at 177 MiB ran 1280 collections per 256² image instead
+// of 250, 20–30% slower, where fp16 ran ≤ 4% slower for 0.12–0.2 GiB less
+// (docs/BENCHMARKS.md).
+func Floor(model uint64) uint64 {
+	f := uint64(math.Sqrt(float64(model) * floorUnit))
+	return min(max(f, minFloor), maxFloor)
+}
 
 var (
 	mu      sync.Mutex
@@ -79,11 +100,8 @@ func read() (live, held uint64) {
 // loaded is the one that stays). GOGC scales headroom and floor (GOGC=200
 // doubles them); under GOGC=off nothing is paced and Pace returns nil. A
 // limit set before (GOMEMLIMIT) stays a ceiling. floor ≤ 0 means
-// DefaultFloor.
+// Floor(live heap).
 func Pace(floor int64) *Pacer {
-	if floor <= 0 {
-		floor = DefaultFloor
-	}
 	mu.Lock()
 	defer mu.Unlock()
 	var userLimit int64
@@ -104,9 +122,13 @@ func Pace(floor int64) *Pacer {
 		return nil
 	}
 	live, held := read()
+	f := Floor(live)
+	if floor > 0 {
+		f = uint64(floor)
+	}
 	p := &Pacer{
 		baseline:  live,
-		floor:     scale(uint64(floor), percent),
+		floor:     scale(f, percent),
 		percent:   percent,
 		userLimit: userLimit,
 		reserved:  map[*int]uint64{},

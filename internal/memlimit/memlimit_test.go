@@ -113,3 +113,20 @@ func TestBetweenPrograms(t *testing.T) {
 		t.Fatal("a pooled buffer survived BetweenPrograms under a pacer")
 	}
 }
+
+// Floor is the geometric mean of the model's memory and 10 MiB, clamped.
+func TestFloor(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct{ model, want uint64 }{
+		{0, 32 * mib},
+		{10 * mib, 32 * mib}, // √(10·10) = 10 MiB, below the least floor
+		{1000 * mib, 100 * mib},
+		{2560 * mib, 160 * mib},
+		{25000 * mib, 500 * mib},
+		{100 << 30, 512 * mib},
+	} {
+		if got := Floor(c.model); got != c.want {
+			t.Errorf("Floor(%d MiB) = %d MiB, want %d", c.model/mib, got/mib, c.want/mib)
+		}
+	}
+}
