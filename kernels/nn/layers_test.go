@@ -43,10 +43,7 @@ func naiveConv(x []float32, n, c, h, w int, k []float32, o, kh, kw, stride int, 
 }
 
 func TestConv2DLoweringsMatchDefinition(t *testing.T) {
-	backend, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	backend := goBackend(t)
 	const n, c, h, w, o = 2, 3, 7, 6, 5
 	cases := []struct {
 		name   string
@@ -105,10 +102,7 @@ func bytesToF32(b []byte) []float32 {
 }
 
 func TestLoweringForGoBackend(t *testing.T) {
-	b, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := goBackend(t)
 	if got := LoweringFor(b); got != LowerGo {
 		t.Errorf("LoweringFor(go backend) = %d, want LowerGo", got)
 	}
@@ -117,10 +111,7 @@ func TestLoweringForGoBackend(t *testing.T) {
 // Row-blocked attention computes the same function as whole-matrix
 // attention (softmax is per query row), including a ragged last block.
 func TestAttentionRowBlocks(t *testing.T) {
-	backend, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	backend := goBackend(t)
 	const b, tq, tk, c, heads = 2, 37, 23, 12, 3
 	mk := func(n int, seed float64) []float32 {
 		out := make([]float32, n)
@@ -153,15 +144,9 @@ func TestAttentionRowBlocks(t *testing.T) {
 // Row-blocked im2col gives the direct convolution's result for every
 // block size, strides and paddings included.
 func TestIm2colRowBlocks(t *testing.T) {
-	backend, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	backend := goBackend(t)
 	const n, c, h, w, o = 2, 3, 9, 7, 4
-	x := make([]float32, n*c*h*w)
-	for i := range x {
-		x[i] = float32(math.Cos(float64(i) * 0.37))
-	}
+	x := cosines(n * c * h * w)
 	for _, tc := range []struct {
 		stride int
 		pad    Padding
@@ -202,15 +187,9 @@ func TestIm2colRowBlocks(t *testing.T) {
 // linear layer as widening it whole, whatever the piece size: pieces of
 // whole taps along a kernel row, of input rows for a matmul.
 func TestWidenedPieces(t *testing.T) {
-	backend, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	backend := goBackend(t)
 	const n, c, h, w, o = 2, 6, 9, 7, 5
-	x := make([]float32, n*h*w*c)
-	for i := range x {
-		x[i] = float32(math.Cos(float64(i) * 0.37))
-	}
+	x := cosines(n * h * w * c)
 	src := RandomSource{Shapes: map[string][]int{"conv": {o, c, 3, 3}, "linear": {o, c}}, DType: safetensors.F16, Seed: 7}
 	run := func(build func(s Scope, x *Node) *Node) []float32 {
 		t.Helper()
@@ -257,10 +236,7 @@ func TestWidenedPieces(t *testing.T) {
 // precisions, with a residual added by blocks, and with fp16 storage of
 // its input and output (to fp16's rounding).
 func TestNormActConvBlocks(t *testing.T) {
-	backend, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	backend := goBackend(t)
 	const n, c, h, w, o, groups = 2, 6, 9, 7, 5, 3
 	x := make([]float32, n*h*w*c)
 	for i := range x {
@@ -330,10 +306,7 @@ func TestNormActConvBlocks(t *testing.T) {
 // The blocked upsample → convolution computes the composition for every
 // block size, odd block boundaries included.
 func TestUpsampleConvBlocks(t *testing.T) {
-	backend, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	backend := goBackend(t)
 	const n, c, h, w, o = 2, 4, 5, 3, 3
 	x := make([]float32, n*h*w*c)
 	for i := range x {
@@ -376,6 +349,25 @@ func TestUpsampleConvBlocks(t *testing.T) {
 // runNHWC compiles build over one float32 NHWC input of x's values, with
 // src's weights kept as stored, runs it once and returns its output as
 // float32.
+// goBackend is the Go backend the tests run on.
+func goBackend(t *testing.T) compute.Backend {
+	t.Helper()
+	b, err := NewBackend("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// cosines is a smooth, sign-changing test input of n values.
+func cosines(n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(math.Cos(float64(i) * 0.37))
+	}
+	return x
+}
+
 func runNHWC(t *testing.T, backend compute.Backend, src Source, x []float32, n, h, w, c int, build func(s Scope, x *Node) *Node) []float32 {
 	t.Helper()
 	p, err := Compile("test", NewWeights(backend, src, KeepStored), []shapes.Shape{shapes.Make(dtypes.Float32, n, h, w, c)}, func(s Scope, in []*Node) []*Node {

@@ -14,10 +14,7 @@ import (
 // fresh Go backend, closed when the test ends.
 func compileTemps(t *testing.T, name string, build BuildFunc, dims ...[]int) *Program {
 	t.Helper()
-	b, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := goBackend(t)
 	in := make([]shapes.Shape, len(dims))
 	for i, d := range dims {
 		in[i] = shapes.Make(dtypes.Float32, d...)
@@ -105,10 +102,7 @@ func TestInPlaceChainAllocatesOnce(t *testing.T) {
 // Loading a rearranged weight leaves a scratch buffer; DropScratch frees
 // it and a later load still works.
 func TestDropScratch(t *testing.T) {
-	b, err := NewBackend("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := goBackend(t)
 	w := NewWeights(b, RandomSource{Shapes: map[string][]int{"weight": {8, 4, 3, 3}}, Seed: 1}, Widen)
 	build := func(s Scope, in []*Node) []*Node { return []*Node{Conv2D(s, in[0], 1, Same(3))} }
 	in := []shapes.Shape{shapes.Make(dtypes.Float32, 1, 5, 5, 4)}
